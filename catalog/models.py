@@ -1,0 +1,189 @@
+from __future__ import annotations
+
+import hashlib
+import secrets
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Hive(models.Model):
+    """A machine whose disk holds a model catalog.
+
+    The embedded default has one, ``local``: the machine the dashboard runs on. In the
+    scaled deployment each hive worker registers its hive and heartbeats it, so the
+    dashboard can tell which hives can take work right now.
+    """
+
+    name = models.SlugField(max_length=64, unique=True)
+    models_dir = models.CharField(max_length=1024, blank=True)
+    last_heartbeat = models.DateTimeField(null=True, blank=True)
+    disk_total = models.BigIntegerField(null=True, blank=True)
+    disk_free = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def local(cls) -> Hive:
+        """The hive this process stands for, created on first use."""
+        hive, _ = cls.objects.get_or_create(
+            name=settings.RBEE_HIVE, defaults={"models_dir": str(settings.RBEE_MODELS_DIR)}
+        )
+        return hive
+
+    def is_online(self) -> bool:
+        """Embedded: the web process is the worker, so the local hive is always up.
+
+        Scaled: a hive is up while its worker heartbeats; three missed beats and new
+        jobs for it wait instead of pretending to run.
+        """
+        if not settings.RBEE_SCALED and self.name == settings.RBEE_HIVE:
+            return True
+        if self.last_heartbeat is None:
+            return False
+        limit = timedelta(seconds=settings.RBEE_HEARTBEAT_S * 3)
+        return timezone.now() - self.last_heartbeat < limit
+
+    def beat(self) -> None:
+        """Record that this hive's worker is alive, with the free space on its disk."""
+        models_dir = Path(self.models_dir or settings.RBEE_MODELS_DIR)
+        models_dir.mkdir(parents=True, exist_ok=True)
+        usage = shutil.disk_usage(models_dir)
+        self.last_heartbeat = timezone.now()
+        self.disk_total, self.disk_free = usage.total, usage.free
+        self.save(update_fields=["last_heartbeat", "disk_total", "disk_free"])
+
+
+class ModelEntryQuerySet(models.QuerySet["ModelEntry"]):
+    def search(self, query: str) -> ModelEntryQuerySet:
+        if not query:
+            return self
+        return self.filter(
+            models.Q(name__icontains=query)
+            | models.Q(reference__icontains=query)
+            | models.Q(tags__icontains=query)
+            | models.Q(notes__icontains=query)
+        )
+
+
+class ModelEntry(models.Model):
+    """A model that is complete on a hive's disk and can be loaded by workers.
+
+    An entry is written last, after every file was verified and moved into place, so
+    its existence is the promise that the files are whole.
+    """
+
+    STATUS_READY = "ready"
+    STATUS_MISSING = "missing"
+    STATUS_CHOICES = [(STATUS_READY, "ready"), (STATUS_MISSING, "files missing")]
+
+    hive = models.ForeignKey(Hive, on_delete=models.PROTECT, related_name="entries")
+    reference = models.CharField(max_length=512, help_text="Canonical model reference")
+    name = models.CharField(max_length=256)
+    vendor = models.CharField(max_length=32)
+    revision = models.CharField(max_length=128, blank=True)
+    path = models.CharField(max_length=1024)
+    size_bytes = models.BigIntegerField(default=0)
+    file_count = models.PositiveIntegerField(default=0)
+    linked = models.BooleanField(default=False, help_text="Files are hard links to the source")
+    status = models.CharField(max_length=16, choices=STATUS_CHOICES, default=STATUS_READY)
+    notes = models.TextField(blank=True)
+    tags = models.CharField(max_length=256, blank=True, help_text="Comma-separated")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ModelEntryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "model entry"
+        verbose_name_plural = "model entries"
+        constraints = [
+            models.UniqueConstraint(fields=["hive", "reference"], name="one_entry_per_hive_reference")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return f"/models/{self.pk}/"
+
+    @property
+    def tag_list(self) -> list[str]:
+        return [t.strip() for t in self.tags.split(",") if t.strip()]
+
+    def delete_files(self) -> None:
+        """Remove the entry's folder, refusing anything outside the models dir."""
+        root = Path(self.hive.models_dir or settings.RBEE_MODELS_DIR).resolve()
+        folder = Path(self.path).resolve()
+        if folder == root or not folder.is_relative_to(root):
+            raise ValueError(f"{folder} is not inside the models dir {root}")
+        if folder.is_dir():
+            shutil.rmtree(folder)
+        # Empty parents (org folders) go too, up to the vendor folder.
+        parent = folder.parent
+        while parent != root and parent.is_relative_to(root):
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+
+
+class ModelFile(models.Model):
+    entry = models.ForeignKey(ModelEntry, on_delete=models.CASCADE, related_name="files")
+    path = models.CharField(max_length=1024, help_text="Relative to the entry's folder")
+    size_bytes = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64, blank=True)
+    media_type = models.CharField(max_length=128, blank=True)
+
+    class Meta:
+        ordering = ["path"]
+        constraints = [models.UniqueConstraint(fields=["entry", "path"], name="one_row_per_file")]
+
+    def __str__(self) -> str:
+        return self.path
+
+
+def _hash_token(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ApiToken(models.Model):
+    """A bearer token for scripts; only its hash is stored, the raw value shown once."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, editable=False)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @classmethod
+    def issue(cls, user: models.Model, name: str) -> tuple[ApiToken, str]:
+        raw = "rbee_" + secrets.token_urlsafe(32)
+        token = cls.objects.create(user=user, name=name, prefix=raw[:9], token_hash=_hash_token(raw))
+        return token, raw
+
+    @classmethod
+    def authenticate(cls, raw: str) -> ApiToken | None:
+        token = cls.objects.select_related("user").filter(token_hash=_hash_token(raw)).first()
+        if token is None or not token.user.is_active:
+            return None
+        cls.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+        return token

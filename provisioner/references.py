@@ -1,0 +1,216 @@
+"""Model references: parsed once into a typed value, normalised to one canonical string.
+
+The canonical string is the catalog key, so two spellings of the same model
+(``ollama:llama3.2`` and ``ollama:library/llama3.2:latest``) land on one entry.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+SUPPORTED_FORMS = [
+    ("Hugging Face", "[hf:]ORG/NAME[@REVISION][:SELECTOR]", "meta-llama/Llama-3.2-1B, TheBloke/X-GGUF:Q4_K_M"),
+    ("Ollama", "ollama:[HOST/][NAMESPACE/]MODEL[:TAG]", "ollama:llama3.2:1b"),
+    ("Local file or folder", "file:/ABSOLUTE/PATH", "file:/srv/models/foo.gguf"),
+    ("URL", "https://HOST/PATH/FILE[#sha256=HEX]", "https://example.com/m.gguf"),
+]
+
+
+class UnsupportedReference(ValueError):
+    """No vendor understands this text; the message lists the forms that work."""
+
+    def __init__(self, text: str, reason: str = "") -> None:
+        forms = "; ".join(f"{label}: {form}" for label, form, _ in SUPPORTED_FORMS)
+        detail = f" ({reason})" if reason else ""
+        super().__init__(f"No vendor supports '{text}'{detail}. Supported forms: {forms}")
+        self.text = text
+        self.reason = reason
+
+
+_HF_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?"
+_HF_RE = re.compile(
+    rf"^(?P<repo>{_HF_PART}/{_HF_PART})(?:@(?P<revision>[^:\s@]+))?(?::(?P<selector>[^\s:]+))?$"
+)
+_OLLAMA_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_OLLAMA_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class HuggingFaceRef:
+    repo_id: str
+    revision: str | None = None
+    selector: str | None = None
+
+    @property
+    def canonical(self) -> str:
+        text = f"hf:{self.repo_id}"
+        if self.revision:
+            text += f"@{self.revision}"
+        if self.selector:
+            text += f":{self.selector}"
+        return text
+
+    @property
+    def display_name(self) -> str:
+        return self.repo_id + (f":{self.selector}" if self.selector else "")
+
+    @property
+    def folder(self) -> str:
+        """Where the entry lives below the models dir; unique per canonical string."""
+        name = self.repo_id
+        if self.revision:
+            name += "@" + self.revision.replace("/", "_")
+        if self.selector:
+            name += "--" + re.sub(r"[^A-Za-z0-9._-]", "_", self.selector)
+        return f"huggingface/{name}"
+
+
+@dataclass(frozen=True)
+class OllamaRef:
+    host: str | None
+    namespace: str
+    model: str
+    tag: str
+
+    @property
+    def canonical(self) -> str:
+        host = f"{self.host}/" if self.host else ""
+        return f"ollama:{host}{self.namespace}/{self.model}:{self.tag}"
+
+    @property
+    def display_name(self) -> str:
+        ns = "" if self.namespace == "library" else f"{self.namespace}/"
+        return f"{ns}{self.model}:{self.tag}"
+
+    @property
+    def folder(self) -> str:
+        host = (self.host or "default").replace(":", "_")
+        return f"ollama/{host}/{self.namespace}/{self.model}/{self.tag}"
+
+
+@dataclass(frozen=True)
+class FileRef:
+    path: str
+
+    @property
+    def canonical(self) -> str:
+        return f"file:{self.path}"
+
+    @property
+    def display_name(self) -> str:
+        return posixpath.basename(self.path) or self.path
+
+    @property
+    def folder(self) -> str:
+        return "local/" + self.path.strip("/").replace("/", "_")
+
+
+@dataclass(frozen=True)
+class UrlRef:
+    url: str
+    sha256: str | None = None
+
+    @property
+    def canonical(self) -> str:
+        return self.url + (f"#sha256={self.sha256}" if self.sha256 else "")
+
+    @property
+    def filename(self) -> str:
+        return posixpath.basename(urlsplit(self.url).path)
+
+    @property
+    def display_name(self) -> str:
+        return self.filename or self.url
+
+    @property
+    def folder(self) -> str:
+        parts = urlsplit(self.url)
+        host = re.sub(r"[^A-Za-z0-9._-]", "_", parts.netloc)
+        path = re.sub(r"[^A-Za-z0-9._/-]", "_", parts.path.strip("/"))
+        return f"url/{host}/{path}"
+
+
+Reference = HuggingFaceRef | OllamaRef | FileRef | UrlRef
+
+
+def parse_reference(text: str) -> Reference:
+    """Turn what an admin typed into a typed reference, or raise UnsupportedReference."""
+    text = text.strip()
+    if not text:
+        raise UnsupportedReference(text, "empty reference")
+    if text.startswith("ollama:"):
+        return _parse_ollama(text)
+    if text.startswith("file:"):
+        return _parse_file(text)
+    if text.startswith(("https://", "http://")):
+        return _parse_url(text)
+    return _parse_hf(text)
+
+
+def _parse_hf(text: str) -> HuggingFaceRef:
+    body = text.removeprefix("hf:")
+    match = _HF_RE.match(body)
+    if not match or ".." in match["repo"] or "--" in match["repo"]:
+        raise UnsupportedReference(text)
+    revision = match["revision"]
+    if revision and (".." in revision or revision.startswith("/") or revision.endswith("/")):
+        raise UnsupportedReference(text, "invalid revision")
+    return HuggingFaceRef(repo_id=match["repo"], revision=revision, selector=match["selector"])
+
+
+def _parse_ollama(text: str) -> OllamaRef:
+    body = text.removeprefix("ollama:")
+    name, _, tag = body.partition(":")
+    # A host may carry a port ("localhost:5000/llama3"): the tag is after the last slash.
+    if "/" in tag:
+        host_port, _, rest = body.partition("/")
+        name, _, tag = rest.partition(":")
+        name = f"{host_port}/{name}"
+    parts = name.split("/")
+    host = None
+    if len(parts) >= 2 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        host = parts.pop(0).lower()
+    if len(parts) == 1:
+        parts.insert(0, "library")
+    if len(parts) != 2 or not all(_OLLAMA_NAME.match(p) for p in parts):
+        raise UnsupportedReference(text, "expected ollama:[HOST/][NAMESPACE/]MODEL[:TAG]")
+    tag = tag or "latest"
+    if not _OLLAMA_TAG.match(tag):
+        raise UnsupportedReference(text, "invalid tag")
+    return OllamaRef(host=host, namespace=parts[0], model=parts[1], tag=tag)
+
+
+def _parse_file(text: str) -> FileRef:
+    path = text.removeprefix("file:")
+    if path.startswith("//"):
+        path = path[2:] if path.startswith("///") else path
+    if not path.startswith("/"):
+        raise UnsupportedReference(text, "file: needs an absolute path")
+    return FileRef(path=posixpath.normpath(path))
+
+
+def _parse_url(text: str) -> UrlRef:
+    parts = urlsplit(text)
+    if not parts.hostname or not parts.path or parts.path.endswith("/"):
+        raise UnsupportedReference(text, "a URL must name one file")
+    sha256 = None
+    if parts.fragment:
+        key, _, value = parts.fragment.partition("=")
+        if key != "sha256" or not _SHA256_HEX.match(value.lower()):
+            raise UnsupportedReference(text, "the only fragment understood is #sha256=<64 hex digits>")
+        sha256 = value.lower()
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise UnsupportedReference(text, "plain http:// is only allowed for loopback; use https://")
+    netloc = parts.netloc.lower() if "@" not in parts.netloc else None
+    if netloc is None:
+        raise UnsupportedReference(text, "credentials in URLs are not supported")
+    url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    return UrlRef(url=url, sha256=sha256)
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from provisioner import api, views
+
+urlpatterns = [
+    path("jobs/", views.jobs, name="jobs"),
+    path("jobs/new/", views.job_new, name="job_new"),
+    path("jobs/plan/", views.job_plan_preview, name="job_plan_preview"),
+    path("jobs/<int:pk>/", views.job_detail, name="job_detail"),
+    path("jobs/<int:pk>/cancel/", views.job_cancel, name="job_cancel"),
+    path("jobs/<int:pk>/retry/", views.job_retry, name="job_retry"),
+    path("api/jobs/", api.jobs_index, name="api_jobs"),
+    path("api/jobs/<int:pk>/", api.job_detail, name="api_job"),
+    path("api/jobs/<int:pk>/events/", api.job_events, name="api_job_events"),
+]

@@ -1,0 +1,155 @@
+"""The vendor interface, and the errors and plan every vendor shares.
+
+A vendor knows one kind of source. ``plan`` asks the source what it would
+download (so the job knows the total before a byte is written); ``fetch`` writes
+every planned file into ``dest``, resumably, verified.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from provisioner.references import Reference
+
+
+class DownloadError(Exception):
+    """A failure the admin can act on. ``kind`` names it for narration and the API."""
+
+    kind = "error"
+    retryable = False
+
+    def __init__(self, message: str, *, kind: str | None = None, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        if kind:
+            self.kind = kind
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class NotFound(DownloadError):
+    kind = "not_found"
+
+
+class AccessDenied(DownloadError):
+    kind = "access_denied"
+
+
+class NetworkError(DownloadError):
+    kind = "network"
+    retryable = True
+
+
+class VerificationError(DownloadError):
+    kind = "verification"
+
+
+class UnsafePath(DownloadError):
+    kind = "unsafe_path"
+
+
+class DiskFull(DownloadError):
+    kind = "disk_full"
+
+
+class Cancelled(Exception):
+    """The admin cancelled the job; not a failure."""
+
+
+def safe_relative_path(name: str) -> str:
+    """A remote file name as a path that cannot leave the destination, or UnsafePath.
+
+    Refused outright rather than cleaned up: a source that lists ``../x`` is not one
+    to take files from quietly.
+    """
+    if (
+        not name
+        or "\\" in name
+        or "\x00" in name
+        or name.startswith("/")
+        or (len(name) > 1 and name[1] == ":")
+        or any(part in ("", ".", "..") for part in name.split("/"))
+        or posixpath.normpath(name) != name
+    ):
+        raise UnsafePath(f"refusing remote file name {name!r}: it would escape the model's folder")
+    return name
+
+
+def inside(root: Path, relative: str) -> Path:
+    """Join and check that the result (links resolved) stays below root."""
+    target = (root / safe_relative_path(relative)).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise UnsafePath(f"refusing {relative!r}: it resolves outside {root}")
+    return target
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    path: str
+    size: int
+    sha256: str | None = None
+    url: str = ""
+    media_type: str = ""
+
+
+@dataclass
+class Plan:
+    vendor: str
+    reference: str
+    revision: str
+    files: list[PlannedFile]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        files = [PlannedFile(**f) for f in data["files"]]
+        return cls(
+            vendor=data["vendor"],
+            reference=data["reference"],
+            revision=data["revision"],
+            files=files,
+            extra=data.get("extra", {}),
+        )
+
+
+class Progress(Protocol):
+    """What fetch reports to while it works; the job narrates from it."""
+
+    def advance(self, path: str, file_bytes: int) -> None: ...
+
+    def file_done(self, path: str, size: int, sha256: str) -> None: ...
+
+    def retry(self, path: str, reason: str, attempt: int, delay_s: float) -> None: ...
+
+    def resumed(self, path: str, offset: int) -> None: ...
+
+    def restarted(self, path: str, reason: str) -> None: ...
+
+
+class CancelToken(Protocol):
+    def __call__(self) -> bool: ...
+
+    def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]: ...
+
+
+class Vendor(Protocol):
+    name: str
+    label: str
+
+    def supports(self, ref: Reference) -> bool: ...
+
+    def plan(self, ref: Reference) -> Plan: ...
+
+    def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> dict[str, str]:
+        """Write every planned file below dest; returns path -> sha256 as verified."""
+        ...

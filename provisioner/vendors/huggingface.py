@@ -1,0 +1,179 @@
+"""Hugging Face Hub: huggingface_hub for listing, metadata, auth and errors; our own
+resumable transfer for the bytes, pinned to the resolved commit."""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+import re
+from pathlib import Path
+
+from django.conf import settings
+from huggingface_hub import HfApi, hf_hub_url
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from provisioner.references import HuggingFaceRef, Reference
+from provisioner.vendors import http
+from provisioner.vendors.base import (
+    AccessDenied,
+    CancelToken,
+    DownloadError,
+    NetworkError,
+    NotFound,
+    Plan,
+    PlannedFile,
+    Progress,
+    inside,
+    safe_relative_path,
+)
+
+_GLOB_CHARS = set("*?[")
+_QUANT = re.compile(r"(?i)(?:^|[-._])((?:I?Q\d(?:_[A-Z0-9]+)*)|BF16|F16|F32)(?=[-._])")
+_SPLIT = re.compile(r"-\d{5}-of-\d{5}\.gguf$", re.IGNORECASE)
+# What a loader needs next to the weights chosen by a glob.
+_COMPANION = ("*.json", "tokenizer.model", "*.tiktoken", "merges.txt", "vocab.txt", "*.jinja")
+_SKIPPED = {".gitattributes"}
+
+
+def gguf_quant(filename: str) -> str | None:
+    """The quant tag in a GGUF file name (``Q4_K_M``), split suffixes ignored."""
+    base = posixpath.basename(filename)
+    if not base.lower().endswith(".gguf"):
+        return None
+    stem = _SPLIT.sub(".gguf", base)
+    found = _QUANT.findall(stem)
+    return found[-1].upper() if found else None
+
+
+def select_files(names: list[str], selector: str | None) -> list[str]:
+    """Apply a selector: nothing (every file), a glob plus companions, or a GGUF quant."""
+    names = [n for n in names if posixpath.basename(n) not in _SKIPPED]
+    if not selector:
+        return names
+    if _GLOB_CHARS & set(selector):
+        chosen = [n for n in names if fnmatch.fnmatchcase(n, selector) or fnmatch.fnmatchcase(posixpath.basename(n), selector)]
+        if not chosen:
+            return []
+        companions = [
+            n for n in names if "/" not in n and any(fnmatch.fnmatchcase(n, p) for p in _COMPANION) and n not in chosen
+        ]
+        return sorted(chosen + companions)
+    tag = selector.upper()
+    return [n for n in names if gguf_quant(n) == tag or (n.lower().endswith(".gguf") and tag in n.upper().split("/")[:-1])]
+
+
+class HuggingFaceVendor:
+    name = "huggingface"
+    label = "Hugging Face"
+
+    def __init__(self, endpoint: str | None = None, token: str | None = None) -> None:
+        self.endpoint = (endpoint or settings.HF_ENDPOINT).rstrip("/")
+        self.token = token if token is not None else settings.HF_TOKEN
+
+    def supports(self, ref: Reference) -> bool:
+        return isinstance(ref, HuggingFaceRef)
+
+    def _api(self) -> HfApi:
+        # token=False: never fall back to a token file on the server's disk.
+        return HfApi(endpoint=self.endpoint, token=self.token or False)
+
+    def plan(self, ref: Reference) -> Plan:
+        assert isinstance(ref, HuggingFaceRef)
+        revision = ref.revision or "main"
+        try:
+            info = self._api().model_info(ref.repo_id, revision=revision, files_metadata=True)
+        except GatedRepoError:
+            if self.token:
+                raise AccessDenied(
+                    f"{ref.repo_id} is gated and the configured HF_TOKEN has no access: "
+                    "accept the model's terms on the Hub with that account"
+                ) from None
+            raise AccessDenied(
+                f"{ref.repo_id} is gated: accept its terms on the Hub, then set HF_TOKEN for the dashboard"
+            ) from None
+        except RevisionNotFoundError:
+            raise NotFound(f"revision '{revision}' not found in {ref.repo_id}", kind="revision_not_found") from None
+        except RepositoryNotFoundError:
+            hint = "" if self.token else " (if it is private, set HF_TOKEN)"
+            raise NotFound(f"repository {ref.repo_id} not found on the Hub{hint}", kind="repo_not_found") from None
+        except OfflineModeIsEnabled:
+            raise NetworkError("the Hub client is in offline mode (HF_HUB_OFFLINE is set)") from None
+        except HfHubHTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            if status in (401, 403):
+                raise AccessDenied(f"the Hub refused access to {ref.repo_id} ({status})") from None
+            raise NetworkError(f"the Hub answered {status} for {ref.repo_id}") from None
+        except OSError as exc:  # connection errors from the HTTP client are OSErrors too
+            raise NetworkError(f"could not reach the Hub at {self.endpoint}: {exc}") from None
+        except Exception as exc:
+            if type(exc).__module__.startswith(("httpx", "httpcore")):
+                raise NetworkError(f"could not reach the Hub at {self.endpoint}: {type(exc).__name__}") from None
+            raise
+        if info.gated and not self.token:
+            # The Hub shows a gated repo's listing to anyone but its files only to
+            # accounts that accepted the terms: say so before a byte is requested.
+            raise AccessDenied(
+                f"{ref.repo_id} is gated: accept its terms on the Hub, then set HF_TOKEN for the dashboard"
+            )
+        siblings = {s.rfilename: s for s in info.siblings or []}
+        for name in siblings:
+            safe_relative_path(name)
+        chosen = select_files(sorted(siblings), ref.selector)
+        if not chosen:
+            raise NotFound(self._nothing_selected(ref, sorted(siblings)), kind="selector_matched_nothing")
+        commit = info.sha or revision
+        files = []
+        for name in chosen:
+            sibling = siblings[name]
+            lfs = sibling.lfs
+            size = lfs.size if lfs else sibling.size
+            if size is None:
+                raise DownloadError(f"the Hub gave no size for {name}")
+            files.append(
+                PlannedFile(
+                    path=name,
+                    size=int(size),
+                    sha256=lfs.sha256 if lfs else None,
+                    url=hf_hub_url(ref.repo_id, name, revision=commit, endpoint=self.endpoint),
+                )
+            )
+        quants = sorted({q for q in (gguf_quant(n) for n in siblings) if q})
+        return Plan(
+            vendor=self.name,
+            reference=ref.canonical,
+            revision=commit,
+            files=files,
+            extra={"repo_id": ref.repo_id, "gguf_quants": quants},
+        )
+
+    def _nothing_selected(self, ref: HuggingFaceRef, names: list[str]) -> str:
+        quants = sorted({q for q in (gguf_quant(n) for n in names) if q})
+        if quants:
+            return f"no file of {ref.repo_id} matches '{ref.selector}'; quants available: {', '.join(quants)}"
+        return f"no file of {ref.repo_id} matches '{ref.selector}'"
+
+    def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        digests: dict[str, str] = {}
+        with http.make_client(headers) as client:
+            for planned in plan.files:
+                target = inside(dest, planned.path)
+                digest = http.download(
+                    client,
+                    planned.url,
+                    target,
+                    label=planned.path,
+                    size=planned.size,
+                    sha256=planned.sha256,
+                    progress=progress,
+                    cancelled=cancelled,
+                )
+                progress.file_done(planned.path, planned.size, digest)
+                digests[planned.path] = digest
+        return digests

@@ -1,0 +1,41 @@
+"""ASGI entry point: HTTP (with static files) and the job websockets.
+
+In the embedded default this process is also the local hive's worker, so it
+repairs the hive's disk and requeues unfinished jobs as it starts.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rbee.settings")
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from provisioner.consumers import JobConsumer, JobListConsumer  # noqa: E402
+
+websocket_urlpatterns = [
+    path("ws/jobs/", JobListConsumer.as_asgi()),
+    path("ws/jobs/<int:job_id>/", JobConsumer.as_asgi()),
+]
+
+application = ProtocolTypeRouter(
+    {
+        "http": ASGIStaticFilesHandler(django_asgi_app),
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+    }
+)
+
+if not settings.RBEE_SCALED and os.environ.get("RBEE_EMBEDDED_WORKER", "1") == "1":
+    from provisioner.worker import start_embedded_worker  # noqa: E402
+
+    start_embedded_worker()

@@ -1,0 +1,259 @@
+"""Settings for the rbee model dashboard, read from the environment.
+
+One file for every deployment: the embedded default (SQLite, the in-memory channel
+layer, downloads on a thread pool inside the web process) and the scaled one
+(``DATABASE_URL`` for PostgreSQL, ``REDIS_URL`` for channels-redis, a hive worker
+per machine consuming its hive's queue).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (true/false), got {value!r}")
+
+
+def env_int(name: str, default: int, minimum: int | None = None) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, got {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {number}")
+    return number
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from None
+
+
+def env_path(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser().resolve() if value else default.resolve()
+
+
+def env_size(name: str, default: int) -> int:
+    """A byte count, plain or with a binary unit: ``1073741824``, ``512M``, ``1G``."""
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+    text = value.strip().upper().removesuffix("IB").removesuffix("B")
+    factor = units.get(text[-1:], 1)
+    number = text[:-1] if text[-1:] in units else text
+    try:
+        return int(float(number) * factor)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a size like 1G or 512M, got {value!r}") from None
+
+
+def _secret_key(data_dir: Path) -> str:
+    """Keep one generated key in the data dir so sessions survive restarts."""
+    if key := os.environ.get("DJANGO_SECRET_KEY"):
+        return key
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key)
+    return key
+
+
+RBEE_DATA_DIR = env_path("RBEE_DATA_DIR", BASE_DIR / "data")
+RBEE_MODELS_DIR = env_path("RBEE_MODELS_DIR", RBEE_DATA_DIR / "models")
+RBEE_IMPORT_ROOTS = [
+    Path(p).expanduser().resolve() for p in env_str("RBEE_IMPORT_ROOTS").split(":") if p
+]
+RBEE_MAX_CONCURRENT_DOWNLOADS = env_int("RBEE_MAX_CONCURRENT_DOWNLOADS", 2, minimum=1)
+RBEE_DISK_RESERVE = env_size("RBEE_DISK_RESERVE", 1024**3)
+RBEE_OLLAMA_REGISTRY = env_str("RBEE_OLLAMA_REGISTRY", "https://registry.ollama.ai").rstrip("/")
+# The hive this process stands for: the web process of the embedded default is the
+# "local" hive; a scaled hive worker names its own.
+RBEE_HIVE = env_str("RBEE_HIVE", "local")
+# Seconds without a byte before a request is abandoned and retried.
+RBEE_STALL_TIMEOUT = env_float("RBEE_STALL_TIMEOUT", 30.0)
+# Attempts per file that make no progress before the job fails.
+RBEE_DOWNLOAD_ATTEMPTS = env_int("RBEE_DOWNLOAD_ATTEMPTS", 5, minimum=1)
+RBEE_RETRY_BACKOFF = env_float("RBEE_RETRY_BACKOFF", 1.0)
+# Progress events per second per job (state changes are never throttled).
+RBEE_PROGRESS_EVENTS_PER_S = env_float("RBEE_PROGRESS_EVENTS_PER_S", 4.0)
+RBEE_HEARTBEAT_S = env_float("RBEE_HEARTBEAT_S", 10.0)
+RBEE_ADMIN_PASSWORD = env_str("RBEE_ADMIN_PASSWORD")
+
+HF_ENDPOINT = env_str("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+HF_TOKEN = env_str("HF_TOKEN") or None
+
+SECRET_KEY = _secret_key(RBEE_DATA_DIR)
+DEBUG = env_bool("DEBUG", False)
+PORT = env_int("PORT", 8000)
+ALLOWED_HOSTS = [h for h in env_str("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [o for o in env_str("CSRF_TRUSTED_ORIGINS").split(",") if o]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "channels",
+    "django_htmx",
+    "catalog",
+    "provisioner",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "rbee.urls"
+ASGI_APPLICATION = "rbee.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    import dj_database_url
+
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": RBEE_DATA_DIR / "rbee.sqlite3",
+            "OPTIONS": {
+                # Download threads and the web process write at once: WAL lets readers
+                # go on, IMMEDIATE makes writers queue instead of failing on upgrade.
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            # A file, not memory, so download threads in tests see the same database.
+            "TEST": {"NAME": str(RBEE_DATA_DIR / "test.sqlite3")},
+        }
+    }
+
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": env_str("RBEE_REDIS_PREFIX", "rbee"),
+                "capacity": 1000,
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# Scaled: downloads are queued in PostgreSQL through django-tasks-db and run by one
+# `hive_worker` per hive, consuming that hive's queue. Embedded: a thread pool inside
+# the web process. Either way the DownloadJob table is the durable record.
+RBEE_SCALED = env_bool("RBEE_SCALED", bool(DATABASE_URL))
+if RBEE_SCALED:
+    INSTALLED_APPS.append("django_tasks_db")
+    TASKS = {
+        "default": {
+            "BACKEND": "django_tasks_db.DatabaseBackend",
+            "QUEUES": [],  # any queue name: one per hive
+        }
+    }
+else:
+    TASKS = {
+        "default": {
+            "BACKEND": "django_tasks_local.ThreadPoolBackend",
+            "QUEUES": [],
+            "OPTIONS": {"MAX_WORKERS": RBEE_MAX_CONCURRENT_DOWNLOADS, "MAX_RESULTS": 200},
+        }
+    }
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/models/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TZ", "UTC") or "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = RBEE_DATA_DIR / "static"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {
+        # The Hub client logs request URLs at DEBUG; never let tokens near a log line.
+        "huggingface_hub": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,43 @@
+"""Small helpers shared by tests: run a job the way a worker does, read its story."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from provisioner.models import DownloadJob
+from provisioner.tasks import run_job, submit
+
+
+def blob(size: int, seed: int = 0) -> bytes:
+    """Deterministic incompressible-looking bytes."""
+    out = bytearray()
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256(f"{seed}:{counter}".encode()).digest()
+        counter += 1
+    return bytes(out[:size])
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def download(reference: str, hive, user=None) -> DownloadJob:
+    """Submit and run a job in this thread, through the real vendor and disk path."""
+    job, _ = submit(reference, hive, user)
+    run_job(job.pk)
+    job.refresh_from_db()
+    return job
+
+
+def actions(job: DownloadJob) -> list[str]:
+    return list(job.events.order_by("seq").values_list("action", flat=True))
+
+
+def files_below(root) -> set[str]:
+    found = set()
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            found.add(os.path.relpath(os.path.join(dirpath, name), root))
+    return found

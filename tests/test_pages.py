@@ -1,0 +1,116 @@
+"""Every page: staff only, the right methods, and it renders."""
+
+from __future__ import annotations
+
+import pytest
+
+from catalog.models import ModelEntry, ModelFile
+from provisioner.models import DownloadJob
+
+PAGES = ["/models/", "/jobs/", "/jobs/new/"]
+
+
+@pytest.fixture
+def entry(hive, settings):
+    folder = settings.RBEE_MODELS_DIR / "huggingface" / "org" / "name"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    entry = ModelEntry.objects.create(
+        hive=hive, reference="hf:org/name", name="org/name", vendor="huggingface", revision="c" * 40,
+        path=str(folder), size_bytes=2, file_count=1,
+    )
+    ModelFile.objects.create(entry=entry, path="config.json", size_bytes=2, sha256="d" * 64)
+    return entry
+
+
+@pytest.fixture
+def job(hive, alice):
+    return DownloadJob.objects.create(reference="hf:org/name", hive=hive, requested_by=alice)
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_it_requires_login(client, db, path):
+    response = client.get(path)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/?next=")
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_it_refuses_non_staff(bob_client, path):
+    assert bob_client.get(path).status_code == 403
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_it_renders_for_staff(alice_client, hive, path):
+    response = alice_client.get(path)
+    assert response.status_code == 200
+
+
+def test_root_redirects_to_the_catalog(alice_client):
+    response = alice_client.get("/")
+    assert response.status_code == 302 and response["Location"] == "/models/"
+
+
+def test_it_requires_login_for_entry_and_job_pages(client, entry, job):
+    for path in [f"/models/{entry.pk}/", f"/jobs/{job.pk}/"]:
+        assert client.get(path).status_code == 302
+
+
+def test_it_shows_an_empty_catalog_with_what_to_do(alice_client, hive):
+    body = alice_client.get("/models/").content.decode()
+    assert "No models yet" in body
+    assert 'href="/jobs/new/"' in body
+
+
+def test_it_shows_an_entry_with_files_and_checksums(alice_client, entry):
+    body = alice_client.get(f"/models/{entry.pk}/").content.decode()
+    assert "config.json" in body and "d" * 64 in body and "c" * 12 in body and entry.path in body
+
+
+def test_it_escapes_model_names(alice_client, entry):
+    entry.name = "<script>alert(1)</script>"
+    entry.save()
+    body = alice_client.get("/models/").content.decode()
+    assert "<script>alert(1)</script>" not in body
+    assert "&lt;script&gt;" in body
+
+
+def test_catalog_search_filter_sort(alice_client, entry, hive):
+    ModelEntry.objects.create(hive=hive, reference="hf:x/big", name="x/big", vendor="ollama", path="/x", size_bytes=10)
+    assert "x/big" not in alice_client.get("/models/?q=org").content.decode()
+    assert "org/name" not in alice_client.get("/models/?vendor=ollama").content.decode()
+    body = alice_client.get("/models/?sort=-size").content.decode()
+    assert body.index("x/big") < body.index("org/name")
+    fragment = alice_client.get("/models/?q=big", headers={"HX-Request": "true", "HX-Target": "catalog-results"})
+    assert b"<html" not in fragment.content and b"x/big" in fragment.content
+
+
+def test_job_page_shows_history_and_connects_its_socket(alice_client, job):
+    from provisioner.narration import narrate
+
+    narrate(job, "model_download_queued", "Queued <b>it</b>")
+    body = alice_client.get(f"/jobs/{job.pk}/").content.decode()
+    assert f'ws-connect="/ws/jobs/{job.pk}/"' in body
+    assert "Queued &lt;b&gt;it&lt;/b&gt;" in body
+    assert 'data-seq="1"' in body
+    assert "<progress" in body
+
+
+def test_login_page_works(client, alice):
+    response = client.post("/accounts/login/", {"username": "alice", "password": "alice-password"})
+    assert response.status_code == 302
+    assert client.get("/models/").status_code == 200
+
+
+def test_it_rejects_get_of_post_only_actions(alice_client, job):
+    assert alice_client.get(f"/jobs/{job.pk}/cancel/").status_code == 405
+    assert alice_client.get(f"/jobs/{job.pk}/retry/").status_code == 405
+
+
+def test_it_checks_csrf_on_posts(alice, job):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    assert client.post(f"/jobs/{job.pk}/cancel/").status_code == 403
+    assert client.post("/jobs/", {"model": "org/name"}).status_code == 403
