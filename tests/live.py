@@ -1,0 +1,135 @@
+"""The real dashboard in a subprocess: daphne on 127.0.0.1, its own data dir.
+
+Used where only a real process proves the point: the browser test, a SIGKILL in
+the middle of a download, the benchmark.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_PASSWORD = "live-admin-password"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveDashboard:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = self.data_dir / "server.log"
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("RBEE_", "HF_", "DATABASE_URL", "REDIS_URL", "DJANGO_"))
+        }
+        self.env = {
+            **base,
+            "DJANGO_SETTINGS_MODULE": "rbee.settings",
+            "RBEE_DATA_DIR": str(self.data_dir),
+            "RBEE_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "RBEE_DISK_RESERVE": "0",
+            "PORT": str(self.port),
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HOME": str(self.data_dir / "hf-home"),
+            **(env or {}),
+        }
+
+    def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            check=check,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def setup(self) -> LiveDashboard:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.manage("migrate", "--noinput")
+        self.manage("ensure_admin")
+        return self
+
+    def start(self, timeout: float = 30.0) -> LiveDashboard:
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "rbee.asgi:application"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"dashboard exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/accounts/login/", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"dashboard did not start in {timeout} s:\n{self.log()}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=15)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.kill(signal.SIGTERM)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def client(self) -> httpx.Client:
+        """An httpx client logged in as admin, sending the CSRF token on writes."""
+        client = httpx.Client(base_url=self.url, timeout=15, follow_redirects=False)
+        client.get("/accounts/login/")
+        csrf = client.cookies["csrftoken"]
+        response = client.post(
+            "/accounts/login/",
+            data={"username": "admin", "password": ADMIN_PASSWORD, "csrfmiddlewaretoken": csrf},
+            headers={"Referer": f"{self.url}/accounts/login/"},
+        )
+        if response.status_code != 302:
+            raise RuntimeError(f"login failed: {response.status_code}")
+        client.headers["X-CSRFToken"] = client.cookies["csrftoken"]
+        client.headers["Referer"] = f"{self.url}/"
+        return client
+
+    def wait_for_job(self, client: httpx.Client, job_id: int, states: tuple[str, ...], timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        job: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            job = client.get(f"/api/jobs/{job_id}/").json()
+            if job["state"] in states:
+                return job
+            time.sleep(0.1)
+        raise AssertionError(f"job {job_id} still {job.get('state')} after {timeout} s:\n{self.log()[-3000:]}")
+
+    def __enter__(self) -> LiveDashboard:
+        return self.setup().start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
