@@ -51,7 +51,9 @@ def bob_client(bob: User) -> Client:
 
 
 @pytest.fixture
-def hive(db) -> Hive:
+def hive(transactional_db) -> Hive:
+    """The embedded default's hive. Transactional: download threads (the job's
+    watcher, the task pool) use their own connections and must see committed rows."""
     return Hive.local()
 
 

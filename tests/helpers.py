@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 from provisioner.models import DownloadJob
-from provisioner.tasks import run_job, submit
+from provisioner.tasks import submit
 
 
 def blob(size: int, seed: int = 0) -> bytes:
@@ -23,12 +24,20 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def download(reference: str, hive, user=None) -> DownloadJob:
-    """Submit and run a job in this thread, through the real vendor and disk path."""
+def download(reference: str, hive, user=None, timeout: float = 60.0) -> DownloadJob:
+    """Submit a job and wait for the embedded worker pool to finish it (the real path)."""
     job, _ = submit(reference, hive, user)
-    run_job(job.pk)
-    job.refresh_from_db()
-    return job
+    return wait_finished(job, timeout)
+
+
+def wait_finished(job: DownloadJob, timeout: float = 60.0) -> DownloadJob:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if job.is_finished:
+            return job
+        time.sleep(0.02)
+    raise AssertionError(f"job {job.pk} still {job.state} after {timeout} s")
 
 
 def actions(job: DownloadJob) -> list[str]:
