@@ -1,0 +1,136 @@
+"""A restart loses no job and leaves nothing half-written in the catalog."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from catalog.models import ModelEntry
+from provisioner.models import DownloadJob
+from provisioner.recovery import recover_hive
+from provisioner.tasks import INSTALL_MARKER
+from provisioner.vendors.base import Plan, PlannedFile
+from tests.helpers import blob, sha256, wait_finished
+from tests.live import LiveDashboard
+
+
+def _planned_job(hive, folder: Path, files: dict[str, bytes], state=DownloadJob.RUNNING) -> DownloadJob:
+    plan = Plan(
+        vendor="huggingface",
+        reference="hf:acme/crashed",
+        revision="f" * 40,
+        files=[PlannedFile(path=p, size=len(d)) for p, d in files.items()],
+    )
+    return DownloadJob.objects.create(
+        reference="hf:acme/crashed", hive=hive, state=state, plan=plan.to_json(), bytes_total=plan.total_bytes
+    )
+
+
+def _install_folder(settings, files: dict[str, bytes], job: DownloadJob) -> Path:
+    folder = settings.RBEE_MODELS_DIR / "huggingface" / "acme" / "crashed"
+    folder.mkdir(parents=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    (folder / INSTALL_MARKER).write_text(json.dumps({"job": job.pk, "reference": job.reference}))
+    return folder
+
+
+def test_files_moved_but_no_entry_are_recovered_into_the_catalog(hive, settings):
+    files = {"config.json": b"{}", "model.safetensors": blob(1000)}
+    job = _planned_job(hive, settings.RBEE_MODELS_DIR, files)
+    folder = _install_folder(settings, files, job)
+
+    recover_hive(hive, sole_worker=True)
+
+    entry = ModelEntry.objects.get(reference="hf:acme/crashed")
+    assert entry.path == str(folder) and entry.file_count == 2
+    assert entry.files.get(path="model.safetensors").sha256 == sha256(files["model.safetensors"])
+    assert not (folder / INSTALL_MARKER).exists()
+    job.refresh_from_db()
+    assert job.state == DownloadJob.SUCCEEDED and job.entry == entry
+    assert job.events.last().action == "model_download_complete"
+
+
+def test_files_that_do_not_match_the_plan_are_removed(hive, settings):
+    files = {"model.safetensors": blob(1000)}
+    job = _planned_job(hive, settings.RBEE_MODELS_DIR, files, state=DownloadJob.FAILED)
+    folder = _install_folder(settings, {"model.safetensors": b"short"}, job)
+    recover_hive(hive, sole_worker=True)
+    assert not folder.exists()
+    assert not ModelEntry.objects.exists()
+
+
+def test_an_entry_whose_files_vanished_is_marked_missing(hive, settings):
+    entry = ModelEntry.objects.create(
+        hive=hive, reference="hf:a/gone", name="a/gone", vendor="huggingface", path=str(settings.RBEE_MODELS_DIR / "gone")
+    )
+    recover_hive(hive, sole_worker=True)
+    entry.refresh_from_db()
+    assert entry.status == ModelEntry.STATUS_MISSING
+
+
+def test_orphaned_partials_are_removed_and_owned_ones_kept(hive, settings):
+    partial = settings.RBEE_MODELS_DIR / ".partial"
+    kept = DownloadJob.objects.create(reference="hf:a/kept", hive=hive, state=DownloadJob.FAILED, error_kind="network")
+    done = DownloadJob.objects.create(reference="hf:a/done", hive=hive, state=DownloadJob.SUCCEEDED)
+    for name in [str(kept.pk), str(done.pk), "99999", "junk"]:
+        (partial / name).mkdir(parents=True)
+        (partial / name / "f.bin").write_bytes(b"x")
+    recover_hive(hive, sole_worker=True)
+    assert sorted(p.name for p in partial.iterdir()) == [str(kept.pk)]
+
+
+def test_running_and_queued_jobs_are_requeued(hub, hive, settings):
+    hub.add_repo("acme/requeued", {"config.json": b"{}"})
+    running = DownloadJob.objects.create(reference="hf:acme/requeued", hive=hive, state=DownloadJob.RUNNING, worker="gone:1")
+    requeued = recover_hive(hive, sole_worker=True)
+    assert requeued == [running.pk]
+    assert wait_finished(running).state == DownloadJob.SUCCEEDED
+
+
+def test_the_catalog_page_shows_disk_used_by_partials(hive, settings, alice_client):
+    partial = settings.RBEE_MODELS_DIR / ".partial" / "7"
+    partial.mkdir(parents=True)
+    (partial / "f.bin").write_bytes(b"x" * 3 * 1024 * 1024)
+    body = alice_client.get("/models/").content.decode()
+    assert "3.0 MiB in partial downloads" in body
+
+
+@pytest.mark.slow
+def test_a_sigkilled_server_resumes_its_download_from_the_bytes_on_disk(hub, tmp_path):
+    weights = blob(12 * 1024 * 1024, seed=9)
+    hub.add_repo("acme/kill9", {"config.json": b"{}", "model.safetensors": weights})
+    hub.set_fault("acme/kill9", "model.safetensors", throttle_bps=3 * 1024 * 1024)
+    live = LiveDashboard(tmp_path / "data", env={"HF_ENDPOINT": hub.url, "RBEE_STALL_TIMEOUT": "5"})
+    live.setup().start()
+    try:
+        client = live.client()
+        job = client.post("/api/jobs/", json={"model": "acme/kill9"}).json()
+        deadline = time.monotonic() + 30
+        while client.get(f"/api/jobs/{job['id']}/").json()["bytes_done"] < 3 * 1024 * 1024:
+            assert time.monotonic() < deadline, live.log()
+            time.sleep(0.05)
+        live.kill(signal.SIGKILL)
+        hub.clear_faults()
+
+        live.start()
+        client = live.client()
+        finished = live.wait_for_job(client, job["id"], ("succeeded", "failed"))
+        assert finished["state"] == "succeeded", finished["error"]
+        entry = client.get(f"/api/models/{finished['entry_id']}/").json()
+        files = {f["path"]: f for f in entry["files"]}
+        assert files["model.safetensors"]["sha256"] == sha256(weights)
+        assert sha256(Path(entry["path"], "model.safetensors").read_bytes()) == sha256(weights)
+        hub.wait_idle()
+        gets = [r for r in hub.file_host.requests if r.method == "GET"]
+        resumed_from = [int(r.range[6:].split("-")[0]) for r in gets if r.range]
+        assert resumed_from and resumed_from[-1] >= 3 * 1024 * 1024 - 2 * 1024 * 1024
+        events = client.get(f"/api/jobs/{job['id']}/events/").json()["events"]
+        assert "model_download_resumed" in [e["action"] for e in events]
+        assert not (tmp_path / "data" / "models" / ".partial" / str(job["id"])).exists()
+    finally:
+        live.stop()
