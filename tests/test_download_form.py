@@ -1,0 +1,76 @@
+"""The download form: works without JavaScript (redirect after POST) and with htmx."""
+
+from __future__ import annotations
+
+from provisioner.models import DownloadJob
+from tests.helpers import wait_finished
+
+
+def test_it_requires_login(client, hive):
+    assert client.post("/jobs/", {"model": "a/b"}).status_code == 302
+    assert not DownloadJob.objects.exists()
+
+
+def test_it_rejects_put(alice_client, hive):
+    assert alice_client.put("/jobs/").status_code == 405
+    assert alice_client.post("/jobs/new/").status_code == 405
+
+
+def test_it_queues_and_redirects_to_the_job(alice_client, hive, settings):
+    settings.HF_ENDPOINT = "http://127.0.0.1:9"
+    response = alice_client.post("/jobs/", {"model": "hf:acme/form"})
+    job = DownloadJob.objects.get()
+    assert response.status_code == 303
+    assert response["Location"] == f"/jobs/{job.pk}/"
+    assert job.reference == "hf:acme/form" and job.requested_by.username == "alice"
+    wait_finished(job)
+
+
+def test_htmx_gets_a_client_redirect(alice_client, hive, settings):
+    settings.HF_ENDPOINT = "http://127.0.0.1:9"
+    response = alice_client.post("/jobs/", {"model": "acme/htmx"}, headers={"HX-Request": "true"})
+    job = DownloadJob.objects.get()
+    assert response.status_code == 200
+    assert response["HX-Redirect"] == f"/jobs/{job.pk}/"
+    wait_finished(job)
+
+
+def test_an_unsupported_reference_is_refused_with_the_forms(alice_client, hive):
+    response = alice_client.post("/jobs/", {"model": "just-a-word"})
+    body = response.content.decode()
+    assert response.status_code == 400
+    assert "No vendor supports" in body and "Supported forms" in body
+    assert "<html" in body
+    assert not DownloadJob.objects.exists()
+
+
+def test_htmx_errors_come_back_as_the_form_fragment(alice_client, hive):
+    response = alice_client.post("/jobs/", {"model": ""}, headers={"HX-Request": "true"})
+    body = response.content.decode()
+    assert response.status_code == 400
+    assert 'id="download-form"' in body and "<html" not in body
+    assert "required" in body
+
+
+def test_a_repeated_request_lands_on_the_running_job(alice_client, hive):
+    first = DownloadJob.objects.create(reference="hf:acme/again", hive=hive, state=DownloadJob.RUNNING)
+    response = alice_client.post("/jobs/", {"model": "acme/again"}, follow=True)
+    assert response.redirect_chain[-1][0] == f"/jobs/{first.pk}/"
+    assert "already being downloaded" in response.content.decode()
+
+
+def test_the_form_prefills_from_the_query(alice_client, hive):
+    body = alice_client.get("/jobs/new/?model=acme/x:Q4_K_M").content.decode()
+    assert 'value="acme/x:Q4_K_M"' in body
+
+
+def test_the_runtime_check_narrates_unsupported(hive, settings):
+    """A job queued with a reference no vendor takes (as the seed narrated it)."""
+    from provisioner.tasks import enqueue
+
+    job = DownloadJob.objects.create(reference="gopher://old/thing", hive=hive)
+    enqueue(job)
+    job = wait_finished(job)
+    assert job.state == DownloadJob.FAILED and job.error_kind == "unsupported"
+    assert job.events.last().action == "model_download_unsupported"
+    assert "Supported forms" in job.error
