@@ -63,7 +63,8 @@ def narrate(
             fields=fields or {},
         )
     job.event_seq = seq
-    push_event(job, event)
+    # Pushed once committed, so a page never shows what a reader of the table cannot.
+    transaction.on_commit(lambda: push_event(job, event))
     return event
 
 

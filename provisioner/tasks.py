@@ -51,14 +51,21 @@ def enqueue(job: DownloadJob) -> None:
     transaction.on_commit(send)
 
 
-def submit(reference: str, hive: Hive, user: object | None) -> tuple[DownloadJob, bool]:
-    """Queue a download (or return the active job for it) and announce it."""
+def submit(reference: str, hive: Hive, user: object | None, plan: Plan | None = None) -> tuple[DownloadJob, bool]:
+    """Queue a download (or return the active job for it) and announce it.
+
+    ``plan``: what the admin was shown in the preview; the job downloads exactly
+    that (same revision, same files) instead of asking the source again.
+    """
     try:
         reference = parse_reference(reference).canonical
     except UnsupportedReference:
         pass  # queued as typed; the run narrates model_download_unsupported
     job, created = DownloadJob.submit(reference, hive, user)  # type: ignore[arg-type]
     if created:
+        if plan is not None and plan.reference == reference:
+            job.plan, job.bytes_total, job.revision = plan.to_json(), plan.total_bytes, plan.revision
+            job.save(update_fields=["plan", "bytes_total", "revision", "updated_at"])
         narrate(
             job,
             "model_download_queued",
@@ -289,8 +296,10 @@ def _run(job: DownloadJob, token: JobCancelToken) -> None:
         else:
             reason = f"No vendor supports model '{job.reference}'. Supported formats: {SUPPORTED_FORMS_TEXT}"
         if vendor is None or ref is None:
-            narrate(job, "model_download_unsupported", f"❌ {reason}", level="error")
-            _finish(job, DownloadJob.FAILED, error=reason, error_kind="unsupported")
+            _finish(
+                job, DownloadJob.FAILED, "model_download_unsupported", f"❌ {reason}",
+                level="error", error=reason, error_kind="unsupported",
+            )
             return
         job.vendor = vendor.name
         job.save(update_fields=["vendor", "updated_at"])
@@ -303,15 +312,15 @@ def _run(job: DownloadJob, token: JobCancelToken) -> None:
             )
         existing = ModelEntry.objects.filter(hive=hive, reference=job.reference).first()
         if existing:
-            narrate(
+            job.entry = existing
+            _finish(
                 job,
+                DownloadJob.SUCCEEDED,
                 "model_download_exists",
                 f"⚠️ Model '{ref.display_name}' already exists in the catalog of hive '{hive.name}'; nothing downloaded",
                 level="warn",
                 fields={"entry_id": existing.pk},
             )
-            job.entry = existing
-            _finish(job, DownloadJob.SUCCEEDED)
             return
         if job.plan:
             plan = Plan.from_json(job.plan)
@@ -319,6 +328,7 @@ def _run(job: DownloadJob, token: JobCancelToken) -> None:
             plan = vendor.plan(ref)
             job.plan, job.bytes_total, job.revision = plan.to_json(), plan.total_bytes, plan.revision
             job.save(update_fields=["plan", "bytes_total", "revision", "updated_at"])
+        if not job.events.filter(action="model_download_plan").exists():
             narrate(
                 job,
                 "model_download_plan",
@@ -346,17 +356,18 @@ def _run(job: DownloadJob, token: JobCancelToken) -> None:
         progress.emit()
         entry = _install(job, plan, ref, vendor.name, models_dir, digests)
         job.entry = entry
-        _finish(job, DownloadJob.SUCCEEDED)
-        narrate(
+        _finish(
             job,
+            DownloadJob.SUCCEEDED,
             "model_download_complete",
             f"✅ Model '{ref.display_name}' downloaded successfully ({human_bytes(plan.total_bytes)})",
             fields={"entry_id": entry.pk, "bytes_total": plan.total_bytes, "path": entry.path},
         )
     except Cancelled:
         shutil.rmtree(job.partial_dir, ignore_errors=True)
-        _finish(job, DownloadJob.CANCELLED)
-        narrate(job, "model_download_cancelled", "⏹ Download cancelled; partial files removed", level="warn")
+        _finish(
+            job, DownloadJob.CANCELLED, "model_download_cancelled", "⏹ Download cancelled; partial files removed", level="warn"
+        )
     except DownloadError as exc:
         if not exc.retryable:
             shutil.rmtree(job.partial_dir, ignore_errors=True)
@@ -368,17 +379,31 @@ def _run(job: DownloadJob, token: JobCancelToken) -> None:
 
 
 def _fail(job: DownloadJob, reason: str, kind: str) -> None:
-    _finish(job, DownloadJob.FAILED, error=reason, error_kind=kind)
-    narrate(
+    _finish(
         job,
+        DownloadJob.FAILED,
         "model_download_failed",
         f"❌ Failed to download model '{job.display_name}': {reason}",
         level="error",
         fields={"error_kind": kind, "error": reason},
+        error=reason,
+        error_kind=kind,
     )
 
 
-def _finish(job: DownloadJob, state: str, *, error: str = "", error_kind: str = "") -> None:
+@transaction.atomic
+def _finish(
+    job: DownloadJob,
+    state: str,
+    action: str,
+    human: str,
+    *,
+    level: str = "info",
+    fields: dict[str, object] | None = None,
+    error: str = "",
+    error_kind: str = "",
+) -> None:
+    """The final state and its narration commit together: whoever sees one sees both."""
     job.state, job.error, job.error_kind = state, error, error_kind
     job.finished_at = timezone.now()
     job.speed_bps = None
@@ -398,6 +423,7 @@ def _finish(job: DownloadJob, state: str, *, error: str = "", error_kind: str = 
             "updated_at",
         ]
     )
+    narrate(job, action, human, level=level, fields=fields)
 
 
 def _install(job: DownloadJob, plan: Plan, ref: object, vendor: str, models_dir: Path, digests: dict[str, str]) -> ModelEntry:

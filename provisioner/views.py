@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 from django.contrib import messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -13,7 +15,7 @@ from provisioner.models import DownloadJob
 from provisioner.narration import narrate
 from provisioner.tasks import enqueue, submit
 from provisioner.vendors import vendor_for
-from provisioner.vendors.base import DownloadError
+from provisioner.vendors.base import DownloadError, Plan
 from rbee.auth import staff_required
 
 JOB_LIST_SIZE = 50
@@ -41,7 +43,9 @@ def _create_job(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         template = "provisioner/job_new.html#download-form" if request.htmx else "provisioner/job_new.html"
         return render(request, template, {"form": form}, status=400)
-    job, created = submit(form.cleaned_data["model"], form.cleaned_data["hive"], request.user)
+    hive = form.cleaned_data["hive"]
+    plan = _previewed_plan(request, hive, form.cleaned_data["model"])
+    job, created = submit(form.cleaned_data["model"], hive, request.user, plan=plan)
     if not created:
         messages.info(request, "That model is already being downloaded on this hive; here is its job.")
     if request.htmx:
@@ -74,9 +78,30 @@ def job_plan_preview(request: HttpRequest) -> HttpResponse:
                 context["error"] = str(exc)
             else:
                 context.update(plan=plan, free=hive_free_bytes(hive))
+                _remember_plan(request, hive, plan)
         else:
             context["error"] = "; ".join(e for errors in form.errors.values() for e in errors)
     return render(request, "provisioner/plan_preview.html", context)
+
+
+PLAN_TTL_S = 15 * 60
+PLANS_KEPT = 5
+
+
+def _remember_plan(request: HttpRequest, hive: Hive, plan: Plan) -> None:
+    """Keep what the preview showed, so Download fetches exactly that."""
+    plans = [p for p in request.session.get("previewed_plans", []) if time.time() - p["at"] < PLAN_TTL_S]
+    plans = [p for p in plans if (p["hive"], p["plan"]["reference"]) != (hive.pk, plan.reference)]
+    plans.append({"hive": hive.pk, "at": time.time(), "plan": plan.to_json()})
+    request.session["previewed_plans"] = plans[-PLANS_KEPT:]
+
+
+def _previewed_plan(request: HttpRequest, hive: Hive, reference: str) -> Plan | None:
+    for item in request.session.get("previewed_plans", []):
+        fresh = time.time() - item["at"] < PLAN_TTL_S
+        if fresh and item["hive"] == hive.pk and item["plan"]["reference"] == reference:
+            return Plan.from_json(item["plan"])
+    return None
 
 
 def hive_free_bytes(hive: Hive) -> int | None:

@@ -19,6 +19,14 @@ def live(hub, tmp_path):
     hub.add_repo("acme/browser-llama", {"config.json": b'{"model_type": "llama"}', "model.safetensors": weights})
     # Slow enough to watch: about three seconds for the weights.
     hub.set_fault("acme/browser-llama", "model.safetensors", throttle_bps=2 * 1024 * 1024)
+    hub.add_repo(
+        "acme/tiny-GGUF",
+        {
+            "tiny-Q4_K_M.gguf": blob(300_000, seed=1),
+            "tiny-Q8_0.gguf": blob(500_000, seed=2),
+            "README.md": b"# tiny",
+        },
+    )
     with LiveDashboard(tmp_path / "data", env={"HF_ENDPOINT": hub.url}) as dashboard:
         yield dashboard
 
@@ -84,3 +92,38 @@ def test_a_reloaded_job_page_shows_the_story_once(live):
         actions = page.eval_on_selector_all("#job-events .action", "els => els.map(e => e.textContent)")
         assert actions.count("model_download_start") == 1
         assert actions.count("model_download_complete") == 1
+
+
+def test_the_plan_preview_offers_quants_and_the_download_uses_that_plan(live):
+    with chromium() as browser:
+        page = browser.new_page()
+        login(page, live)
+        page.goto(f"{live.url}/jobs/new/")
+        page.fill("input[name=model]", "acme/tiny-GGUF")
+        page.wait_for_selector("#plan-preview >> text=pick one")
+        assert page.locator("#plan-preview .quants a").all_inner_texts() == ["Q4_K_M", "Q8_0"]
+        assert "3 files" in page.inner_text("#plan-preview")
+
+        page.click("#plan-preview .quants >> text=Q4_K_M")
+        page.wait_for_selector("#plan-preview >> text=tiny-Q4_K_M.gguf")
+        preview = page.inner_text("#plan-preview")
+        assert "tiny-Q8_0.gguf" not in preview and "1 file" in preview and "Fits" in preview
+
+        page.click("button:has-text('Download')")
+        page.wait_for_url(re.compile(r".*/jobs/\d+/$"))
+        page.wait_for_selector("#job-state.succeeded", timeout=30_000)
+        page.click("text=Open in catalog")
+        assert page.locator("text=tiny-Q4_K_M.gguf").count() == 1
+        assert page.locator("text=tiny-Q8_0.gguf").count() == 0
+
+
+def test_an_unsupported_reference_is_refused_in_place(live):
+    with chromium() as browser:
+        page = browser.new_page()
+        login(page, live)
+        page.goto(f"{live.url}/jobs/new/")
+        page.fill("input[name=model]", "just-a-word")
+        page.click("button:has-text('Download')")
+        page.wait_for_selector("#model-errors >> text=Supported forms")
+        assert page.url == f"{live.url}/jobs/new/"
+        assert page.input_value("input[name=model]") == "just-a-word"

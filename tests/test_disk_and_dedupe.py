@@ -31,7 +31,7 @@ def test_it_refuses_a_download_that_cannot_fit_before_any_byte(hub, hive, settin
 
 def test_the_reserve_counts(hub, hive, settings):
     free = shutil.disk_usage(settings.RBEE_MODELS_DIR.parent).free
-    settings.RBEE_DISK_RESERVE = free  # nothing left once the reserve is kept
+    settings.RBEE_DISK_RESERVE = free + (10 << 30)  # nothing left once the reserve is kept
     hub.add_repo("acme/small", {"model.safetensors": blob(4096)})
     job = download("acme/small", hive)
     assert job.state == DownloadJob.FAILED and job.error_kind == "disk_full"
