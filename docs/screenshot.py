@@ -17,7 +17,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.browser import chromium, login  # noqa: E402
-
 from tests.live import LiveDashboard  # noqa: E402
 from tests.servers.fakehub import FakeHub  # noqa: E402
 

@@ -24,7 +24,7 @@ from django.utils import timezone
 from catalog.models import Hive, ModelEntry, ModelFile
 from provisioner.models import DownloadJob, worker_id
 from provisioner.narration import narrate, push_job_created
-from provisioner.references import UnsupportedReference, parse_reference
+from provisioner.references import Reference, UnsupportedReference, parse_reference
 from provisioner.templatetags.rbee import human_bytes, human_duration
 from provisioner.vendors import SUPPORTED_FORMS_TEXT, vendor_for
 from provisioner.vendors.base import Cancelled, DiskFull, DownloadError, Plan, inside
@@ -426,9 +426,11 @@ def _finish(
     narrate(job, action, human, level=level, fields=fields)
 
 
-def _install(job: DownloadJob, plan: Plan, ref: object, vendor: str, models_dir: Path, digests: dict[str, str]) -> ModelEntry:
+def _install(
+    job: DownloadJob, plan: Plan, ref: Reference, vendor: str, models_dir: Path, digests: dict[str, str]
+) -> ModelEntry:
     """Move the verified files into place, then write the entry: the entry comes last."""
-    folder = getattr(ref, "folder")
+    folder = ref.folder
     final = (models_dir / folder).resolve()
     if not final.is_relative_to(models_dir.resolve()):
         raise DownloadError(f"refusing to install outside the models dir: {final}")
@@ -444,7 +446,7 @@ def _install(job: DownloadJob, plan: Plan, ref: object, vendor: str, models_dir:
         entry = ModelEntry.objects.create(
             hive=job.hive,
             reference=job.reference,
-            name=getattr(ref, "display_name"),
+            name=ref.display_name,
             vendor=vendor,
             revision=plan.revision,
             path=str(final),

@@ -8,7 +8,7 @@ from django.test import Client
 from catalog.models import ApiToken, ModelEntry
 from provisioner.models import DownloadJob
 from provisioner.narration import narrate
-from tests.helpers import download, wait_finished
+from tests.helpers import wait_finished
 
 
 @pytest.fixture

@@ -74,3 +74,26 @@ def test_the_runtime_check_narrates_unsupported(hive, settings):
     assert job.state == DownloadJob.FAILED and job.error_kind == "unsupported"
     assert job.events.last().action == "model_download_unsupported"
     assert "Supported forms" in job.error
+
+
+def test_download_after_a_preview_fetches_exactly_the_previewed_revision(alice_client, hub, hive):
+    first = hub.add_repo("acme/moving", {"config.json": b'{"v": 1}'})
+    preview = alice_client.get("/jobs/plan/", {"model": "acme/moving"}).content.decode()
+    assert first[:12] in preview
+    hub.add_commit("acme/moving", {"config.json": b'{"v": 2}'})  # main moves on meanwhile
+
+    alice_client.post("/jobs/", {"model": "acme/moving"})
+    job = wait_finished(DownloadJob.objects.get())
+    assert job.state == DownloadJob.SUCCEEDED, job.error
+    assert job.revision == job.entry.revision == first
+    from pathlib import Path
+
+    assert (Path(job.entry.path) / "config.json").read_bytes() == b'{"v": 1}'
+
+
+def test_without_a_preview_the_job_plans_for_itself(alice_client, hub, hive):
+    hub.add_repo("acme/moving", {"config.json": b'{"v": 1}'})
+    latest = hub.add_commit("acme/moving", {"config.json": b'{"v": 2}'})
+    alice_client.post("/jobs/", {"model": "acme/moving"})
+    job = wait_finished(DownloadJob.objects.get())
+    assert job.revision == latest
