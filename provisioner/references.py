@@ -6,6 +6,7 @@ The canonical string is the catalog key, so two spellings of the same model
 
 from __future__ import annotations
 
+import ipaddress
 import posixpath
 import re
 from dataclasses import dataclass
@@ -159,7 +160,10 @@ def _parse_hf(text: str) -> HuggingFaceRef:
     revision = match["revision"]
     if revision and (".." in revision or revision.startswith("/") or revision.endswith("/")):
         raise UnsupportedReference(text, "invalid revision")
-    return HuggingFaceRef(repo_id=match["repo"], revision=revision, selector=match["selector"])
+    selector = match["selector"]
+    if selector and not set("*?[") & set(selector):
+        selector = selector.upper()  # a quant tag: one catalog entry however it is typed
+    return HuggingFaceRef(repo_id=match["repo"], revision=revision, selector=selector)
 
 
 def _parse_ollama(text: str) -> OllamaRef:
@@ -203,7 +207,7 @@ def _parse_url(text: str) -> UrlRef:
         if key != "sha256" or not _SHA256_HEX.match(value.lower()):
             raise UnsupportedReference(text, "the only fragment understood is #sha256=<64 hex digits>")
         sha256 = value.lower()
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise UnsupportedReference(text, "plain http:// is only allowed for loopback; use https://")
     netloc = parts.netloc.lower() if "@" not in parts.netloc else None
     if netloc is None:
@@ -212,5 +216,11 @@ def _parse_url(text: str) -> UrlRef:
     return UrlRef(url=url, sha256=sha256)
 
 
-def _is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
+def is_loopback(host: str) -> bool:
+    """Exactly localhost or a loopback IP: ``127.0.0.1.example.com`` is not one."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

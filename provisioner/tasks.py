@@ -257,7 +257,12 @@ def _bytes_on_disk(partial: Path, plan: Plan) -> int:
 
 
 def _check_disk(job: DownloadJob, plan: Plan, models_dir: Path) -> None:
-    """Refuse before the first byte when the download cannot fit, reserve included."""
+    """Refuse before the first byte when the download cannot fit, reserve included.
+
+    A hard-linked import takes no space (a failed link falls back to copying).
+    """
+    if plan.extra.get("linked"):
+        return
     models_dir.mkdir(parents=True, exist_ok=True)
     needed = plan.total_bytes - _bytes_on_disk(job.partial_dir, plan)
     free = shutil.disk_usage(models_dir).free
@@ -332,7 +337,8 @@ def _run(job: DownloadJob, token: JobCancelToken) -> None:
             narrate(
                 job,
                 "model_download_plan",
-                f"Plan: {len(plan.files)} file(s), {human_bytes(plan.total_bytes)} at revision {plan.revision[:12]}",
+                f"Plan: {len(plan.files)} file(s), {human_bytes(plan.total_bytes)}"
+                + (f" at revision {plan.revision.removeprefix('sha256:')[:12]}" if plan.revision else ""),
                 fields={
                     "files": len(plan.files),
                     "bytes_total": plan.total_bytes,

@@ -77,3 +77,14 @@ def test_it_refuses_what_no_vendor_supports_with_the_forms(text):
 def test_it_keeps_entry_folders_apart():
     folders = {parse_reference(t).folder for t in ["org/a", "org/a@v1", "org/a:Q4_K_M", "org/b"]}
     assert len(folders) == 4
+
+
+def test_loopback_means_loopback():
+    with pytest.raises(UnsupportedReference):
+        parse_reference("http://127.0.0.1.example.com/x.gguf")
+    assert parse_reference("http://[::1]:8080/x.gguf").url == "http://[::1]:8080/x.gguf"
+
+
+def test_a_quant_tag_is_one_entry_however_it_is_typed():
+    assert parse_reference("org/repo:q4_k_m").canonical == parse_reference("org/repo:Q4_K_M").canonical
+    assert parse_reference("org/repo:*.Safetensors").selector == "*.Safetensors"

@@ -51,4 +51,4 @@ def reltime(value: datetime | None) -> str:
 
 @register.filter
 def short_sha(value: str | None) -> str:
-    return (value or "")[:12]
+    return (value or "").removeprefix("sha256:")[:12]

@@ -1,0 +1,168 @@
+"""One file from a plain URL: ``https://host/path/file.gguf[#sha256=HEX]``.
+
+The plan asks the server (HEAD, or a one-byte ranged GET where HEAD is refused,
+as some signed-URL hosts do) for the size, the file name and the ETag before a
+byte is written; the transfer itself is the shared resumable one, which checks the
+size always and the sha256 when the reference carries one.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import unicodedata
+from email.message import Message
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+from provisioner.references import Reference, UrlRef, is_loopback
+from provisioner.vendors import http
+from provisioner.vendors.base import (
+    AccessDenied,
+    CancelToken,
+    DownloadError,
+    NetworkError,
+    NotFound,
+    Plan,
+    PlannedFile,
+    Progress,
+    inside,
+    safe_relative_path,
+)
+
+_CONTENT_RANGE_TOTAL = re.compile(r"^bytes\s+(?:\d+-\d+|\*)/(\d+)$")
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._+-]+")
+MAX_NAME = 200
+
+
+def sanitise_filename(name: str) -> str:
+    """A remote file name reduced to one plain path component, or "" if nothing is left.
+
+    Servers choose the Content-Disposition name, so it is treated as hostile:
+    only its last component is kept (``../../x.gguf`` becomes ``x.gguf``), anything
+    but letters, digits and ``._+-`` becomes ``_``, and leading dots go so the
+    result is neither hidden nor ``..``.
+    """
+    name = unicodedata.normalize("NFKC", name)
+    name = re.split(r"[/\\]", name)[-1]
+    name = _UNSAFE_CHARS.sub("_", name).strip("_").lstrip(".")
+    if len(name) > MAX_NAME:
+        stem, dot, ext = name.rpartition(".")
+        name = stem[: MAX_NAME - len(ext) - 1] + dot + ext if dot and len(ext) < 16 else name[:MAX_NAME]
+    return name
+
+
+def disposition_filename(value: str | None) -> str:
+    """The file name a Content-Disposition header offers (RFC 6266, ``filename*`` preferred)."""
+    if not value:
+        return ""
+    message = Message()
+    message["Content-Disposition"] = value
+    try:
+        name = message.get_filename() or ""
+    except (ValueError, LookupError):
+        return ""
+    return str(name)
+
+
+
+
+class UrlVendor:
+    name = "url"
+    label = "URL"
+
+    def supports(self, ref: Reference) -> bool:
+        return isinstance(ref, UrlRef)
+
+    def validate(self, ref: Reference) -> None:
+        """Plain http is for loopback test servers only; checked here on the exact host."""
+        assert isinstance(ref, UrlRef)
+        parts = urlsplit(ref.url)
+        if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname or "")):
+            raise DownloadError(
+                f"{ref.url}: plain http:// is only allowed for loopback; use https://", kind="unsupported"
+            )
+
+    def plan(self, ref: Reference) -> Plan:
+        assert isinstance(ref, UrlRef)
+        self.validate(ref)
+        host = urlsplit(ref.url).netloc
+        try:
+            with http.make_client() as client:
+                response = client.head(ref.url, headers={"Accept-Encoding": "identity"})
+                size = self._content_length(response) if response.status_code == 200 else None
+                if size is None:
+                    # Some hosts (signed S3 URLs, a few CDNs) refuse HEAD, or leave the
+                    # size out of it, but answer a ranged GET.
+                    response, size = self._probe_with_get(client, ref.url)
+        except httpx.TransportError as exc:
+            raise NetworkError(f"could not reach {host}: {type(exc).__name__} {exc}".strip()) from None
+        self._raise_for_status(response.status_code, ref.url)
+        if size is None:
+            raise DownloadError(
+                f"{ref.url}: the server does not tell the size of the file (no Content-Length), "
+                "so the download could not be checked, resumed or fitted to the disk",
+                kind="size_unknown",
+            )
+        filename = sanitise_filename(disposition_filename(response.headers.get("Content-Disposition")))
+        if not filename:
+            filename = sanitise_filename(unquote(posixpath.basename(urlsplit(ref.url).path))) or "download"
+        filename = safe_relative_path(filename)
+        etag = response.headers.get("ETag", "").removeprefix("W/").strip('"')[:128]
+        return Plan(
+            vendor=self.name,
+            reference=ref.canonical,
+            revision=etag,
+            # The original URL, not the one redirected to: signed redirect targets expire.
+            files=[PlannedFile(path=filename, size=size, sha256=ref.sha256, url=ref.url)],
+            extra={"sha256_given": bool(ref.sha256)},
+        )
+
+    def _content_length(self, response: httpx.Response) -> int | None:
+        encoding = response.headers.get("Content-Encoding", "identity").lower()
+        length = response.headers.get("Content-Length", "")
+        if encoding not in ("", "identity") or not length.isdigit():
+            return None
+        return int(length)
+
+    def _probe_with_get(self, client: httpx.Client, url: str) -> tuple[httpx.Response, int | None]:
+        """Ask for one byte: a 206 tells the total size in Content-Range."""
+        with client.stream("GET", url, headers={"Range": "bytes=0-0", "Accept-Encoding": "identity"}) as response:
+            # The body is never read: closing the stream drops the connection if needed.
+            if response.status_code == 206:
+                match = _CONTENT_RANGE_TOTAL.match(response.headers.get("Content-Range", "").strip())
+                return response, int(match[1]) if match else None
+            if response.status_code == 200:
+                return response, self._content_length(response)
+            return response, None
+
+    def _raise_for_status(self, status: int, url: str) -> None:
+        if status in (200, 206):
+            return
+        if status == 404 or status == 410:
+            raise NotFound(f"{url}: not found on the server ({status})", kind="not_found")
+        if status in (401, 403):
+            raise AccessDenied(f"{url}: the server refused access ({status})")
+        if status == 429 or status >= 500:
+            raise NetworkError(f"{url}: the server answered {status}; try again later")
+        raise DownloadError(f"{url}: unexpected answer {status} from the server")
+
+    def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> dict[str, str]:
+        digests: dict[str, str] = {}
+        with http.make_client() as client:
+            for planned in plan.files:
+                digest = http.download(
+                    client,
+                    planned.url,
+                    inside(dest, planned.path),
+                    label=planned.path,
+                    size=planned.size,
+                    sha256=planned.sha256,
+                    progress=progress,
+                    cancelled=cancelled,
+                )
+                progress.file_done(planned.path, planned.size, digest)
+                digests[planned.path] = digest
+        return digests
