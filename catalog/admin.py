@@ -18,7 +18,7 @@ class ModelFileInline(admin.TabularInline):
     model = ModelFile
     extra = 0
     can_delete = False
-    fields = ["path", "size_bytes", "sha256", "media_type"]
+    fields = ("path", "size_bytes", "sha256", "media_type")
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -30,7 +30,7 @@ class ModelEntryAdmin(admin.ModelAdmin):
     list_display = ["name", "vendor", "hive", "size_bytes", "file_count", "status", "created_at"]
     list_filter = ["vendor", "hive", "status"]
     search_fields = ["name", "reference", "tags", "notes"]
-    fields = [
+    fields = (
         "name",
         "notes",
         "tags",
@@ -45,9 +45,9 @@ class ModelEntryAdmin(admin.ModelAdmin):
         "status",
         "created_at",
         "updated_at",
-    ]
+    )
     # Only the admin's own words are editable; what is on disk is the downloader's to say.
-    readonly_fields = [f for f in fields if f not in ("name", "notes", "tags")]
+    readonly_fields = tuple(f for f in fields if f not in ("name", "notes", "tags"))
     inlines = [ModelFileInline]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

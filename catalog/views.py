@@ -9,13 +9,14 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Sum
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_http_methods
 from django_htmx.http import HttpResponseClientRedirect
 
 from catalog.models import Hive, ModelEntry
 from rbee.auth import staff_required
+from rbee.http import HtmxHttpRequest
 
 SORTS = {
     "name": "name",
@@ -71,7 +72,7 @@ def disk_summary() -> list[dict[str, object]]:
 
 @staff_required
 @require_GET
-def model_list(request: HttpRequest) -> HttpResponse:
+def model_list(request: HtmxHttpRequest) -> HttpResponse:
     query = request.GET.get("q", "").strip()
     vendor = request.GET.get("vendor", "")
     hive = request.GET.get("hive", "")
@@ -101,7 +102,7 @@ def model_list(request: HttpRequest) -> HttpResponse:
 
 @staff_required
 @require_GET
-def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def model_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     entry = get_object_or_404(ModelEntry.objects.select_related("hive"), pk=pk)
     job = entry.jobs.order_by("-created_at").first()
     return render(request, "catalog/model_detail.html", {"entry": entry, "files": entry.files.all(), "job": job})
@@ -109,7 +110,7 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @staff_required
 @require_http_methods(["GET", "POST"])
-def model_delete(request: HttpRequest, pk: int) -> HttpResponse:
+def model_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """GET asks for confirmation (pages work without JavaScript); POST deletes.
 
     Files go first, then the entry; the delete is narrated on the job that brought it.

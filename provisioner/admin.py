@@ -22,7 +22,7 @@ class NarrationEventInline(ReadOnlyMixin, admin.TabularInline):
     model = NarrationEvent
     extra = 0
     can_delete = False
-    fields = ["seq", "emitted_at", "level", "action", "human"]
+    fields = ("seq", "emitted_at", "level", "action", "human")
     readonly_fields = fields
     ordering = ["seq"]
 

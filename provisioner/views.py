@@ -4,7 +4,7 @@ import time
 
 from django.contrib import messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
@@ -17,6 +17,7 @@ from provisioner.tasks import enqueue, submit
 from provisioner.vendors import vendor_for
 from provisioner.vendors.base import DownloadError, Plan
 from rbee.auth import staff_required
+from rbee.http import HtmxHttpRequest
 
 JOB_LIST_SIZE = 50
 
@@ -25,20 +26,20 @@ def recent_jobs() -> QuerySet[DownloadJob]:
     return DownloadJob.objects.select_related("hive")[:JOB_LIST_SIZE]
 
 
-def _get_job_or_404(request: HttpRequest, pk: int) -> DownloadJob:
+def _get_job_or_404(request: HtmxHttpRequest, pk: int) -> DownloadJob:
     return get_object_or_404(DownloadJob.objects.select_related("hive", "entry", "requested_by"), pk=pk)
 
 
 @staff_required
 @require_http_methods(["GET", "POST"])
-def jobs(request: HttpRequest) -> HttpResponse:
+def jobs(request: HtmxHttpRequest) -> HttpResponse:
     """GET lists jobs; POST (the download form) queues one."""
     if request.method == "POST":
         return _create_job(request)
     return render(request, "provisioner/job_list.html", {"jobs": recent_jobs()})
 
 
-def _create_job(request: HttpRequest) -> HttpResponse:
+def _create_job(request: HtmxHttpRequest) -> HttpResponse:
     form = DownloadForm(request.POST)
     if not form.is_valid():
         template = "provisioner/job_new.html#download-form" if request.htmx else "provisioner/job_new.html"
@@ -55,14 +56,14 @@ def _create_job(request: HttpRequest) -> HttpResponse:
 
 @staff_required
 @require_GET
-def job_new(request: HttpRequest) -> HttpResponse:
+def job_new(request: HtmxHttpRequest) -> HttpResponse:
     form = DownloadForm(initial={"model": request.GET.get("model", "")})
     return render(request, "provisioner/job_new.html", {"form": form, "hives": Hive.objects.all()})
 
 
 @staff_required
 @require_GET
-def job_plan_preview(request: HttpRequest) -> HttpResponse:
+def job_plan_preview(request: HtmxHttpRequest) -> HttpResponse:
     """What a reference would download, asked of the source as the admin types."""
     text = request.GET.get("model", "").strip()
     context: dict[str, object] = {"text": text}
@@ -80,7 +81,7 @@ def job_plan_preview(request: HttpRequest) -> HttpResponse:
                 context.update(plan=plan, free=hive_free_bytes(hive))
                 _remember_plan(request, hive, plan)
         else:
-            context["error"] = "; ".join(e for errors in form.errors.values() for e in errors)
+            context["error"] = "; ".join(str(e) for errors in form.errors.values() for e in errors)
     return render(request, "provisioner/plan_preview.html", context)
 
 
@@ -88,7 +89,7 @@ PLAN_TTL_S = 15 * 60
 PLANS_KEPT = 5
 
 
-def _remember_plan(request: HttpRequest, hive: Hive, plan: Plan) -> None:
+def _remember_plan(request: HtmxHttpRequest, hive: Hive, plan: Plan) -> None:
     """Keep what the preview showed, so Download fetches exactly that."""
     plans = [p for p in request.session.get("previewed_plans", []) if time.time() - p["at"] < PLAN_TTL_S]
     plans = [p for p in plans if (p["hive"], p["plan"]["reference"]) != (hive.pk, plan.reference)]
@@ -96,7 +97,7 @@ def _remember_plan(request: HttpRequest, hive: Hive, plan: Plan) -> None:
     request.session["previewed_plans"] = plans[-PLANS_KEPT:]
 
 
-def _previewed_plan(request: HttpRequest, hive: Hive, reference: str) -> Plan | None:
+def _previewed_plan(request: HtmxHttpRequest, hive: Hive, reference: str) -> Plan | None:
     for item in request.session.get("previewed_plans", []):
         fresh = time.time() - item["at"] < PLAN_TTL_S
         if fresh and item["hive"] == hive.pk and item["plan"]["reference"] == reference:
@@ -121,7 +122,7 @@ def hive_free_bytes(hive: Hive) -> int | None:
 
 @staff_required
 @require_GET
-def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def job_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     job = _get_job_or_404(request, pk)
     # Read the last seq first and show events up to it: the socket replays the rest.
     last_seq = job.event_seq
@@ -131,7 +132,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @staff_required
 @require_POST
-def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+def job_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     job = _get_job_or_404(request, pk)
     was_queued = job.state == DownloadJob.QUEUED
     if job.request_cancel():
@@ -144,7 +145,7 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 
 @staff_required
 @require_POST
-def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
+def job_retry(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     job = _get_job_or_404(request, pk)
     if job.reset_for_retry():
         narrate(job, "model_download_queued", f"Retry requested by {request.user}; queued again", fields={"retry": True})
@@ -154,7 +155,7 @@ def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
     return _back_to_job(request, job)
 
 
-def _back_to_job(request: HttpRequest, job: DownloadJob) -> HttpResponse:
+def _back_to_job(request: HtmxHttpRequest, job: DownloadJob) -> HttpResponse:
     if request.htmx:
         job.refresh_from_db()
         return render(request, "provisioner/job_detail.html#header", {"job": job})

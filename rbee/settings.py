@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -173,7 +174,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": RBEE_DATA_DIR / "rbee.sqlite3",
+            "NAME": str(RBEE_DATA_DIR / "rbee.sqlite3"),
             "OPTIONS": {
                 # Download threads and the web process write at once: WAL lets readers
                 # go on, IMMEDIATE makes writers queue instead of failing on upgrade.
@@ -205,6 +206,7 @@ else:
 # `hive_worker` per hive, consuming that hive's queue. Embedded: a thread pool inside
 # the web process. Either way the DownloadJob table is the durable record.
 RBEE_SCALED = env_bool("RBEE_SCALED", bool(DATABASE_URL))
+TASKS: dict[str, dict[str, Any]]
 if RBEE_SCALED:
     INSTALLED_APPS.append("django_tasks_db")
     TASKS = {
