@@ -12,11 +12,12 @@ import json
 import logging
 import os
 import shutil
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from catalog.models import Hive, ModelEntry, ModelFile
@@ -42,14 +43,18 @@ def recover_hive(hive: Hive, *, sole_worker: bool) -> list[int]:
     """
     models_dir = models_dir_of(hive)
     models_dir.mkdir(parents=True, exist_ok=True)
-    repair_installs(hive, models_dir)
+    repair_installs(hive, models_dir, sole_worker=sole_worker)
     remove_orphan_partials(hive, models_dir)
     mark_missing_entries(hive)
     return requeue_jobs(hive, sole_worker=sole_worker)
 
 
-def repair_installs(hive: Hive, models_dir: Path) -> None:
-    """A crash between moving files into place and writing the entry leaves a marker."""
+def repair_installs(hive: Hive, models_dir: Path, *, sole_worker: bool = True) -> None:
+    """A crash between moving files into place and writing the entry leaves a marker.
+
+    With other workers on the hive, a marker can also be an install happening right
+    now: a job whose worker still heartbeats is left to that worker.
+    """
     for root, dirs, files in os.walk(models_dir):
         if Path(root) == models_dir and ".partial" in dirs:
             dirs.remove(".partial")
@@ -63,6 +68,8 @@ def repair_installs(hive: Hive, models_dir: Path) -> None:
             job = DownloadJob.objects.filter(pk=info["job"], hive=hive).first()
         except (ValueError, KeyError, OSError):
             job = None
+        if not sole_worker and job is not None and _is_live(job):
+            continue
         entry = ModelEntry.objects.filter(hive=hive, path=str(folder)).first()
         if entry:
             marker.unlink(missing_ok=True)
@@ -161,18 +168,32 @@ def mark_missing_entries(hive: Hive) -> None:
             entry.save(update_fields=["status", "updated_at"])
 
 
+def _stale_before() -> datetime:
+    return timezone.now() - timedelta(seconds=settings.RBEE_HEARTBEAT_S * 3)
+
+
+def _is_live(job: DownloadJob) -> bool:
+    return job.state == DownloadJob.RUNNING and job.heartbeat_at is not None and job.heartbeat_at >= _stale_before()
+
+
 def requeue_jobs(hive: Hive, *, sole_worker: bool) -> list[int]:
+    """Put the hive's orphaned running jobs back in the queue; returns the job ids sent.
+
+    Not the sole worker: an orphan is a running job whose heartbeat stopped, and the
+    update checks that again, so a job another worker claimed a moment ago (fresh
+    heartbeat) is never taken from it. Hive workers run this every heartbeat.
+    """
     running = DownloadJob.objects.filter(hive=hive, state=DownloadJob.RUNNING)
-    if not sole_worker:
-        stale = timezone.now() - timedelta(seconds=settings.RBEE_HEARTBEAT_S * 3)
-        running = running.filter(heartbeat_at__lt=stale) | DownloadJob.objects.filter(
-            hive=hive, state=DownloadJob.RUNNING, heartbeat_at__isnull=True
-        )
-    orphans = list(running.values_list("pk", flat=True))
-    if orphans:
-        DownloadJob.objects.filter(pk__in=orphans, state=DownloadJob.RUNNING).update(
-            state=DownloadJob.QUEUED, worker="", speed_bps=None
-        )
+    if sole_worker:
+        orphans = list(running.values_list("pk", flat=True))
+        if orphans:
+            running.filter(pk__in=orphans).update(state=DownloadJob.QUEUED, worker="", speed_bps=None)
+    else:
+        orphans = []
+        stale = Q(heartbeat_at__lt=_stale_before()) | Q(heartbeat_at__isnull=True)
+        for pk in running.filter(stale).values_list("pk", flat=True):
+            if running.filter(stale, pk=pk).update(state=DownloadJob.QUEUED, worker="", speed_bps=None):
+                orphans.append(pk)
     if sole_worker:
         # The in-process pool forgets its queue on exit: everything queued is sent again.
         todo = list(
@@ -186,3 +207,30 @@ def requeue_jobs(hive: Hive, *, sole_worker: bool) -> list[int]:
         with transaction.atomic():
             enqueue(job)
     return todo
+
+
+def hand_back_jobs(hive: Hive, worker: str) -> list[int]:
+    """A hive worker that stops on purpose gives its running jobs back to the queue.
+
+    The next worker of the hive resumes them from the bytes on disk at once, instead
+    of after three missed heartbeats as for a worker that died.
+    """
+    handed_back = []
+    for job in DownloadJob.objects.select_related("hive").filter(hive=hive, state=DownloadJob.RUNNING, worker=worker):
+        if not DownloadJob.objects.filter(pk=job.pk, state=DownloadJob.RUNNING, worker=worker).update(
+            state=DownloadJob.QUEUED, worker="", speed_bps=None, heartbeat_at=None
+        ):
+            continue
+        job.state, job.worker, job.speed_bps, job.heartbeat_at = DownloadJob.QUEUED, "", None, None
+        # Told before it is queued again, so the story reads in order on the job page.
+        narrate(
+            job,
+            "model_download_queued",
+            f"The worker of hive '{hive.name}' stopped; the job waits for its next worker and resumes "
+            f"from the bytes on disk",
+            level="warn",
+            fields={"hive": hive.name, "requeued": True, "worker": worker},
+        )
+        enqueue(job)
+        handed_back.append(job.pk)
+    return handed_back

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
+import threading
+import time
+from types import FrameType
 
-from django.db import close_old_connections
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, close_old_connections, connection, connections
 
 from catalog.models import Hive
-from provisioner.recovery import recover_hive
+from provisioner.narration import remember_server_loop
+from provisioner.recovery import hand_back_jobs, recover_hive, requeue_jobs
 
 logger = logging.getLogger(__name__)
+
+# Seconds a hive worker waits before it asks a database it lost for work again.
+DATABASE_RETRY_S = 5.0
 
 
 def start_embedded_worker() -> None:
@@ -25,3 +36,141 @@ def start_embedded_worker() -> None:
         logger.exception("could not recover the local hive at start")
     finally:
         close_old_connections()
+
+
+def start_push_loop() -> None:
+    """Give narrate() one event loop for its channel-layer pushes in this process.
+
+    A hive worker has no server loop; without one every push goes through
+    async_to_sync, which makes a thread, an event loop and a Redis connection per
+    message (about 4 ms). narrate() hands messages to a registered loop instead, as
+    in the web process, and channels-redis keeps one connection pool on it.
+    """
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        remember_server_loop(loop)  # from this thread: pushes come from the others
+        ready.set()
+        loop.run_forever()
+
+    threading.Thread(target=run, name="channel-layer-loop", daemon=True).start()
+    ready.wait(timeout=5)
+
+
+class WorkerStopping(KeyboardInterrupt):
+    """SIGTERM or SIGINT, raised in the main thread, where the download runs.
+
+    A KeyboardInterrupt, so the download unwinds as on Ctrl-C: psycopg cancels a query
+    in flight, transactions roll back, and the job's ``except Exception`` handlers do
+    not record a failure or delete the partial files the resume needs.
+    """
+
+
+class HiveHeartbeat(threading.Thread):
+    """Tells the dashboard the hive is up, and hands dead workers' jobs to live ones.
+
+    Every ``RBEE_HEARTBEAT_S``: the hive's heartbeat and free disk, then a requeue of
+    its running jobs whose heartbeat stopped (a worker killed mid-download), so the
+    next live worker of the hive resumes them from the bytes on disk.
+    """
+
+    def __init__(self, hive: Hive) -> None:
+        super().__init__(name=f"hive-{hive.name}-heartbeat", daemon=True)
+        self.hive = hive
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.wait(settings.RBEE_HEARTBEAT_S):
+                self.beat()
+        finally:
+            connection.close()
+
+    def beat(self) -> None:
+        try:
+            self.hive.beat()
+            if requeued := requeue_jobs(self.hive, sole_worker=False):
+                logger.warning("requeued job(s) %s of hive %s: their worker stopped heartbeating", requeued, self.hive)
+        except Exception:
+            logger.exception("heartbeat of hive %s failed", self.hive)
+        finally:
+            close_old_connections()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=10)
+
+
+def run_hive_worker(hive: Hive, *, interval: float = 1.0) -> None:
+    """Consume the hive's queue with django-tasks-db's worker until SIGTERM or SIGINT.
+
+    The queue is named after the hive (see ``provisioner.tasks.enqueue``), so this
+    process runs only that hive's downloads, one at a time, on this machine's disk;
+    more downloads at once means more workers for the same hive. A stop hands the
+    running job back to the queue at once; a second signal exits on the spot.
+    """
+    from django_tasks_db.management.commands.db_worker import Worker
+
+    from provisioner.models import worker_id
+    from provisioner.tasks import run_download
+
+    start_push_loop()
+    requeued = recover_hive(hive, sole_worker=False)
+    if requeued:
+        logger.info("requeued %d unfinished download(s) of hive %s: %s", len(requeued), hive, requeued)
+    hive.beat()
+    close_old_connections()
+    me = worker_id()  # what DownloadJob.worker says while this process runs a job
+    worker = Worker(
+        queue_names=[hive.name],
+        interval=interval,
+        batch=False,
+        backend_name=run_download.backend,
+        startup_delay=False,
+        max_tasks=None,
+        worker_id=f"{hive.name}@{me}"[:64],
+        excluded_queue_names=[],
+    )
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if stopping:
+            logger.warning("%s again: exiting now", signal.strsignal(signum))
+            os._exit(1)
+        stopping = True
+        worker.running = False
+        logger.warning("%s: stopping the worker of hive %s", signal.strsignal(signum), hive)
+        raise WorkerStopping()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    heartbeat = HiveHeartbeat(hive)
+    heartbeat.start()
+    logger.info("worker %s consumes queue %r of hive %s (models in %s)", me, hive.name, hive, hive.models_dir)
+    try:
+        while worker.running:
+            try:
+                worker.run()
+            except (OperationalError, InterfaceError):
+                if not worker.running:
+                    break
+                logger.exception("lost the database; asking again in %.0f s", DATABASE_RETRY_S)
+                connections.close_all()
+                time.sleep(DATABASE_RETRY_S)
+    except WorkerStopping:
+        pass
+    finally:
+        stopping = True  # from here on a signal means "exit now"
+        heartbeat.stop()
+        # The interrupted connection may be mid-query: hand back on a fresh one.
+        connections.close_all()
+        try:
+            if handed_back := hand_back_jobs(hive, me):
+                logger.info("handed job(s) %s back to the queue of hive %s", handed_back, hive)
+        finally:
+            connections.close_all()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    logger.info("worker %s of hive %s stopped", me, hive)
