@@ -34,7 +34,7 @@ migrate: venv
 run: migrate
 	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) rbee.asgi:application
 
-worker: migrate
+worker: venv
 	@test -n "$(HIVE)" || { echo "usage: make worker HIVE=<name>"; exit 2; }
 	$(PY) manage.py hive_worker --hive $(HIVE)
 

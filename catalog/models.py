@@ -19,7 +19,8 @@ class Hive(models.Model):
     dashboard can tell which hives can take work right now.
     """
 
-    name = models.SlugField(max_length=64, unique=True)
+    # Also the name of the hive's task queue, which django-tasks-db keeps in 32 characters.
+    name = models.SlugField(max_length=32, unique=True)
     models_dir = models.CharField(max_length=1024, blank=True)
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     disk_total = models.BigIntegerField(null=True, blank=True)
@@ -39,6 +40,21 @@ class Hive(models.Model):
             name=settings.RBEE_HIVE, defaults={"models_dir": str(settings.RBEE_MODELS_DIR)}
         )
         return hive
+
+    @classmethod
+    def default(cls) -> Hive:
+        """Where a job goes when the admin names no hive.
+
+        Embedded: the local hive. Scaled: an online hive (the web process has no disk
+        of its own to download to), else any hive, so the job waits and says why.
+        """
+        if not settings.RBEE_SCALED:
+            return cls.local()
+        hives = list(cls.objects.all())
+        online = [h for h in hives if h.is_online()]
+        if online or hives:
+            return (online or hives)[0]
+        return cls.local()
 
     def is_online(self) -> bool:
         """Embedded: the web process is the worker, so the local hive is always up.

@@ -24,6 +24,7 @@ def job_json(job: DownloadJob) -> dict[str, Any]:
         "reference": job.reference,
         "name": job.display_name,
         "hive": job.hive.name,
+        "hive_online": job.hive.is_online(),
         "vendor": job.vendor,
         "state": job.state,
         "bytes_done": job.bytes_done,

@@ -28,7 +28,7 @@ class DownloadForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.reference: Reference | None = None
-        self.fields["hive"].initial = Hive.local().pk
+        self.fields["hive"].initial = Hive.default().pk
 
     def clean_model(self) -> str:
         text = self.cleaned_data["model"]
@@ -49,4 +49,4 @@ class DownloadForm(forms.Form):
         return ref.canonical
 
     def clean_hive(self) -> Hive:
-        return self.cleaned_data.get("hive") or Hive.local()
+        return self.cleaned_data.get("hive") or Hive.default()

@@ -85,6 +85,8 @@ class JobCancelToken:
         self._event = threading.Event()
         self._lock = threading.Lock()
         self._callbacks: list[Callable[[], None]] = []
+        # Set with the event when another worker took the job over: stop, touch nothing.
+        self.lost = False
 
     def __call__(self) -> bool:
         return self._event.is_set()
@@ -118,23 +120,31 @@ class JobCancelToken:
 
 
 class JobWatcher(threading.Thread):
-    """Heartbeats the running job and notices a cancel request within half a second."""
+    """Heartbeats the running job and notices a cancel request within half a second.
+
+    The heartbeat is conditional on this process still owning the job: a worker
+    that stalled for longer than three heartbeats may find the job resumed by
+    another worker, and must then stop without touching its files or state.
+    """
 
     def __init__(self, job: DownloadJob, token: JobCancelToken) -> None:
         super().__init__(name=f"job-{job.pk}-watcher", daemon=True)
         self.job_id = job.pk
+        self.worker = job.worker
         self.token = token
         self.stopping = threading.Event()
 
     def run(self) -> None:
         try:
             while not self.stopping.wait(0.5):
-                updated = DownloadJob.objects.filter(pk=self.job_id, cancel_requested=False).update(
-                    heartbeat_at=timezone.now()
-                )
-                if not updated:
-                    self.token.set()
-                    return
+                mine = DownloadJob.objects.filter(pk=self.job_id, state=DownloadJob.RUNNING, worker=self.worker)
+                if mine.filter(cancel_requested=False).update(heartbeat_at=timezone.now()):
+                    continue
+                if not mine.filter(cancel_requested=True).exists():
+                    logger.warning("job %s was taken over by another worker; stopping here", self.job_id)
+                    self.token.lost = True
+                self.token.set()
+                return
         except Exception:
             logger.exception("watcher of job %s stopped", self.job_id)
         finally:
@@ -278,6 +288,10 @@ def run_job(job_id: int) -> None:
     job = DownloadJob.objects.select_related("hive").filter(pk=job_id).first()
     if job is None or job.is_finished:
         return
+    if job.hive.name != settings.RBEE_HIVE:
+        # Only the hive's own worker writes to its disk; this process stands for another.
+        logger.warning("job %s is for hive %s, not %s; leaving it queued", job.pk, job.hive.name, settings.RBEE_HIVE)
+        return
     if not job.claim(worker_id()):
         return
     token = JobCancelToken()
@@ -370,6 +384,8 @@ def _run(job: DownloadJob, token: JobCancelToken) -> None:
             fields={"entry_id": entry.pk, "bytes_total": plan.total_bytes, "path": entry.path},
         )
     except Cancelled:
+        if token.lost:
+            return  # the job, its files and its story belong to another worker now
         shutil.rmtree(job.partial_dir, ignore_errors=True)
         _finish(
             job, DownloadJob.CANCELLED, "model_download_cancelled", "⏹ Download cancelled; partial files removed", level="warn"

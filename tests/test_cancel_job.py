@@ -99,3 +99,19 @@ def test_it_requires_login(client, hive):
     assert client.post(f"/jobs/{job.pk}/retry/").status_code == 302
     job.refresh_from_db()
     assert job.state == DownloadJob.QUEUED
+
+
+def test_a_worker_that_lost_its_job_stops_and_touches_nothing(hub, slow_repo, hive, alice):
+    hub.set_fault(slow_repo, "model.safetensors", throttle_bps=512 * 1024)
+    job, _ = submit(slow_repo, hive, alice)
+    _wait(lambda: _file_host_busy(hub))
+    # Another worker resumed the job meanwhile (this one looked dead to it).
+    DownloadJob.objects.filter(pk=job.pk).update(worker="other-host:4242")
+    _wait(lambda: not _file_host_busy(hub), timeout=3)
+    time.sleep(0.3)
+    job.refresh_from_db()
+    assert job.state == DownloadJob.RUNNING and job.worker == "other-host:4242"
+    assert job.partial_dir.exists()
+    assert "model_download_cancelled" not in actions(job)
+    assert "model_download_failed" not in actions(job)
+    DownloadJob.objects.filter(pk=job.pk).update(state=DownloadJob.CANCELLED)
