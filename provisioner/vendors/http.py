@@ -29,8 +29,10 @@ from provisioner.vendors.base import (
     DownloadError,
     NetworkError,
     NotFound,
+    PlannedFile,
     Progress,
     VerificationError,
+    inside,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,6 +88,24 @@ def hash_file(path: Path, upto: int | None = None) -> hashlib._Hash:
             if remaining is not None:
                 remaining -= len(block)
     return hasher
+
+
+def fetch_planned(
+    client: httpx.Client, planned: PlannedFile, dest: Path, progress: Progress, cancelled: CancelToken
+) -> str:
+    """Download one planned file into ``dest`` at its (checked) relative path."""
+    digest = download(
+        client,
+        planned.url,
+        inside(dest, planned.path),
+        label=planned.path,
+        size=planned.size,
+        sha256=planned.sha256,
+        progress=progress,
+        cancelled=cancelled,
+    )
+    progress.file_done(planned.path, planned.size, digest)
+    return digest
 
 
 def download(

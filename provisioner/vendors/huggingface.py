@@ -29,7 +29,6 @@ from provisioner.vendors.base import (
     Plan,
     PlannedFile,
     Progress,
-    inside,
     safe_relative_path,
 )
 
@@ -160,20 +159,5 @@ class HuggingFaceVendor:
 
     def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        digests: dict[str, str] = {}
         with http.make_client(headers) as client:
-            for planned in plan.files:
-                target = inside(dest, planned.path)
-                digest = http.download(
-                    client,
-                    planned.url,
-                    target,
-                    label=planned.path,
-                    size=planned.size,
-                    sha256=planned.sha256,
-                    progress=progress,
-                    cancelled=cancelled,
-                )
-                progress.file_done(planned.path, planned.size, digest)
-                digests[planned.path] = digest
-        return digests
+            return {f.path: http.fetch_planned(client, f, dest, progress, cancelled) for f in plan.files}

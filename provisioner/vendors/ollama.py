@@ -289,25 +289,15 @@ class OllamaVendor:
             for planned in plan.files:
                 if cancelled():
                     raise Cancelled()
-                target = inside(dest, planned.path)
                 if planned.path == "manifest.json":
-                    digest = self._write_manifest(plan, planned, target)
+                    digest = self._write_manifest(plan, planned, inside(dest, planned.path))
+                    progress.file_done(planned.path, planned.size, digest)
                 else:
                     if not planned.url.endswith("/blobs/sha256:" + (planned.sha256 or "")) or not is_valid_digest(
                         "sha256:" + (planned.sha256 or "")
                     ):
                         raise UnsafePath(f"refusing {planned.path}: its blob URL does not name its sha256 digest")
-                    digest = http.download(
-                        client,
-                        planned.url,
-                        target,
-                        label=planned.path,
-                        size=planned.size,
-                        sha256=planned.sha256,
-                        progress=progress,
-                        cancelled=cancelled,
-                    )
-                progress.file_done(planned.path, planned.size, digest)
+                    digest = http.fetch_planned(client, planned, dest, progress, cancelled)
                 digests[planned.path] = digest
         return digests
 

@@ -28,7 +28,6 @@ from provisioner.vendors.base import (
     Plan,
     PlannedFile,
     Progress,
-    inside,
     safe_relative_path,
 )
 
@@ -150,19 +149,5 @@ class UrlVendor:
         raise DownloadError(f"{url}: unexpected answer {status} from the server")
 
     def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> dict[str, str]:
-        digests: dict[str, str] = {}
         with http.make_client() as client:
-            for planned in plan.files:
-                digest = http.download(
-                    client,
-                    planned.url,
-                    inside(dest, planned.path),
-                    label=planned.path,
-                    size=planned.size,
-                    sha256=planned.sha256,
-                    progress=progress,
-                    cancelled=cancelled,
-                )
-                progress.file_done(planned.path, planned.size, digest)
-                digests[planned.path] = digest
-        return digests
+            return {f.path: http.fetch_planned(client, f, dest, progress, cancelled) for f in plan.files}
