@@ -32,6 +32,7 @@ migrate: venv
 	$(PY) manage.py ensure_admin
 
 run: migrate
+	@echo "rbee model dashboard on http://127.0.0.1:$(PORT)/ (Ctrl-C stops it)"
 	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) rbee.asgi:application
 
 worker: venv
