@@ -8,15 +8,22 @@ for size and sha256 before anyone calls it done.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import errno
 import hashlib
+import http.client
 import logging
+import os
 import re
 import socket
+import ssl
 import time
+import urllib.request
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import httpx
 from django.conf import settings
@@ -38,6 +45,10 @@ from provisioner.vendors.base import (
 logger = logging.getLogger(__name__)
 
 HASH_BLOCK = 4 * 1024 * 1024
+#: Received bytes are written (and hashed, off-thread) once this many are pending, or
+#: FLUSH_S after the last write: what a kill -9 can lose, and a resume re-fetch, stays small.
+WRITE_BLOCK = 1024 * 1024
+FLUSH_S = 1.0
 MAX_RETRY_AFTER_S = 300.0
 USER_AGENT = "rbee-model-dashboard/1.0"
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -108,6 +119,20 @@ def fetch_planned(
     return digest
 
 
+class _Digest:
+    """The sha256 of the first ``count`` bytes of a partial file, kept up to date as it grows."""
+
+    def __init__(self) -> None:
+        self.hasher = hashlib.sha256()
+        self.count = 0
+
+    def catch_up(self, part: Path, offset: int) -> None:
+        """Make the digest cover exactly the ``offset`` bytes on disk (after a resume or a fault)."""
+        if self.count != offset:
+            self.hasher = hash_file(part, upto=offset) if offset else hashlib.sha256()
+            self.count = offset
+
+
 def download(
     client: httpx.Client,
     url: str,
@@ -130,6 +155,7 @@ def download(
     attempts = 0
     verified_once_failed = False
     announced_resume = False
+    digest = _Digest()
     while True:
         if cancelled():
             raise Cancelled()
@@ -144,7 +170,18 @@ def download(
         before = offset
         try:
             if offset < size or size == 0:
-                _transfer(client, url, part, offset=offset, size=size, label=label, progress=progress, cancelled=cancelled)
+                digest.catch_up(part, offset)
+                _transfer(
+                    client,
+                    url,
+                    part,
+                    offset=offset,
+                    size=size,
+                    label=label,
+                    progress=progress,
+                    cancelled=cancelled,
+                    digest=digest,
+                )
         except _Retry as exc:
             if cancelled():
                 raise Cancelled() from None
@@ -162,19 +199,104 @@ def download(
                 raise Cancelled() from None
             continue
         actual_size = part.stat().st_size
-        digest = hash_file(part).hexdigest()
+        digest.catch_up(part, actual_size)  # a no-op when every byte was hashed as it was written
+        hexdigest = digest.hasher.hexdigest()
         problem = None
         if actual_size != size:
             problem = f"size is {actual_size} bytes, expected {size}"
-        elif sha256 and digest != sha256.lower():
-            problem = f"sha256 is {digest}, expected {sha256.lower()}"
+        elif sha256 and hexdigest != sha256.lower():
+            problem = f"sha256 is {hexdigest}, expected {sha256.lower()}"
         if problem is None:
-            return digest
+            return hexdigest
         part.unlink()
+        digest = _Digest()
         if verified_once_failed:
             raise VerificationError(f"{label}: {problem} (again after a fresh download)")
         verified_once_failed = True
         progress.restarted(label, f"verification failed ({problem}); downloading it again from scratch")
+
+
+_REDIRECTS = {301, 302, 303, 307, 308}
+_RING = 3  # buffers in flight: one filling, up to two being hashed
+
+
+class _Response:
+    """What _receive needs of an answer, from http.client."""
+
+    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> None:
+        self.conn = conn
+        self.resp = resp
+        self.status_code = resp.status
+        self.headers = {k.lower(): v for k, v in resp.getheaders()}
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port
+
+
+_ssl_context: ssl.SSLContext | None = None
+
+
+def _connect(url: str) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
+    """A connection for one GET of ``url``: the request target, and any proxy headers.
+
+    Goes through the proxy the environment names (``HTTPS_PROXY``, ``HTTP_PROXY``,
+    ``NO_PROXY``), as curl, httpx and huggingface_hub do: HTTPS through a CONNECT
+    tunnel, plain HTTP with the absolute URL as target.
+    """
+    global _ssl_context
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host or parts.scheme not in ("http", "https"):
+        raise DownloadError(f"cannot download {url!r}: only http and https URLs with a host")
+    timeout = settings.RBEE_STALL_TIMEOUT
+    if parts.scheme == "https" and _ssl_context is None:
+        _ssl_context = httpx.create_ssl_context()
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    proxy = None if urllib.request.proxy_bypass(host) else urllib.request.getproxies().get(parts.scheme)
+    if not proxy:
+        if parts.scheme == "https":
+            return http.client.HTTPSConnection(host, parts.port, timeout=timeout, context=_ssl_context), target, {}
+        return http.client.HTTPConnection(host, parts.port, timeout=timeout), target, {}
+    via = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    if not via.hostname:
+        raise DownloadError(f"the proxy setting {proxy!r} names no host")
+    auth = {}
+    if via.username:
+        secret = f"{unquote(via.username)}:{unquote(via.password or '')}".encode()
+        auth["Proxy-Authorization"] = "Basic " + base64.b64encode(secret).decode()
+    if parts.scheme == "https":
+        tunnel = http.client.HTTPSConnection(via.hostname, via.port or 8080, timeout=timeout, context=_ssl_context)
+        tunnel.set_tunnel(host, parts.port or 443, headers=auth)
+        return tunnel, target, {}
+    conn = http.client.HTTPConnection(via.hostname, via.port or 8080, timeout=timeout)
+    return conn, urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, "")), auth
+
+
+def _get(client: httpx.Client, url: str, headers: dict[str, str]) -> _Response:
+    """GET with redirects followed; Authorization is dropped when a redirect leaves the origin.
+
+    The body is read with http.client straight into our buffers: on a fast link
+    httpx's per-chunk copies cost more CPU than the transfer itself (bench/).
+    """
+    all_headers = {k: v for k, v in client.headers.items() if k.lower() not in ("accept-encoding", "connection")}
+    all_headers.update(headers)
+    for _ in range(11):
+        conn, target, proxy_headers = _connect(url)
+        conn.request("GET", target, headers={**all_headers, **proxy_headers})
+        resp = conn.getresponse()
+        location = resp.getheader("Location")
+        if resp.status in _REDIRECTS and location:
+            resp.close()
+            conn.close()
+            new = urljoin(url, location)
+            if _origin(new) != _origin(url):
+                all_headers = {k: v for k, v in all_headers.items() if k.lower() != "authorization"}
+            url = new
+            continue
+        return _Response(conn, resp)
+    raise _Retry("too many redirects")
 
 
 def _transfer(
@@ -187,33 +309,51 @@ def _transfer(
     label: str,
     progress: Progress,
     cancelled: CancelToken,
+    digest: _Digest,
 ) -> None:
     headers = {"Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
+    response: _Response | None = None
     try:
-        with client.stream("GET", url, headers=headers) as response:
-            unhook = cancelled.on_cancel(lambda: _abort(response))
-            try:
-                _receive(response, part, offset=offset, size=size, label=label, progress=progress, cancelled=cancelled)
-            finally:
-                unhook()
-    except httpx.TimeoutException as exc:
-        if isinstance(exc, httpx.ReadTimeout):
-            raise _Retry(f"no data for {settings.RBEE_STALL_TIMEOUT:g} s, the transfer stalled") from None
-        raise _Retry(f"timed out: {type(exc).__name__}") from None
-    except httpx.TransportError as exc:
+        response = _get(client, url, headers)
+        unhook = cancelled.on_cancel(lambda: _abort(response))
+        try:
+            _receive(
+                response,
+                part,
+                offset=offset,
+                size=size,
+                label=label,
+                progress=progress,
+                cancelled=cancelled,
+                digest=digest,
+            )
+        finally:
+            unhook()
+    except TimeoutError:
+        raise _Retry(f"no data for {settings.RBEE_STALL_TIMEOUT:g} s, the transfer stalled") from None
+    except (OSError, http.client.HTTPException) as exc:
         if cancelled():
             raise Cancelled() from None
         raise _Retry(f"connection problem: {type(exc).__name__} {exc}".strip()) from None
-    except OSError as exc:
+    finally:
+        if response is not None:
+            response.conn.close()
+
+
+def _write_all(fd: int, view: memoryview, label: str) -> None:
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as exc:  # not a network fault: never retried
         if exc.errno == errno.ENOSPC:
             raise DiskFull(f"{label}: the disk is full ({exc.strerror})") from None
-        raise
+        raise DownloadError(f"{label}: cannot write {exc.filename or 'the file'}: {exc.strerror}") from None
 
 
 def _receive(
-    response: httpx.Response,
+    response: _Response,
     part: Path,
     *,
     offset: int,
@@ -221,12 +361,13 @@ def _receive(
     label: str,
     progress: Progress,
     cancelled: CancelToken,
+    digest: _Digest,
 ) -> None:
     status = response.status_code
     if status == 429 or status >= 500:
-        raise _Retry(f"server answered {status}", retry_after_seconds(response.headers.get("Retry-After")))
+        raise _Retry(f"server answered {status}", retry_after_seconds(response.headers.get("retry-after")))
     if status in (401, 403):
-        detail = response.headers.get("X-Error-Message", "")
+        detail = response.headers.get("x-error-message", "")
         raise AccessDenied(f"{label}: the server refused access ({status}){': ' + detail if detail else ''}")
     if status == 404:
         raise NotFound(f"{label}: not found on the server (404)")
@@ -238,34 +379,83 @@ def _receive(
         raise DownloadError(f"{label}: unexpected answer {status} from the server")
     mode = "ab"
     if status == 206:
-        match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+        match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
         if not match or int(match[1]) != offset:
             raise _Retry("server answered a different range than asked; restarting the file", 0)
     elif offset:
         progress.restarted(label, "the server ignored the resume request; starting the file again")
         mode = "wb"
         offset = 0
-    length = response.headers.get("Content-Length")
+        digest.catch_up(part, 0)
+    length = response.headers.get("content-length")
     if length is not None and status == 200 and int(length) != size:
         raise VerificationError(f"{label}: the server sends {length} bytes, the plan said {size}")
+    resp = response.resp
+    # Content-Length bodies: one recv straight into our buffer per read (readinto1);
+    # anything else (chunked) through http.client's own decoding.
+    remaining = int(length) if length is not None and not resp.chunked else None
+
+    def read_into(view: memoryview) -> int:
+        nonlocal remaining
+        if remaining is None:
+            return resp.readinto(view)
+        if remaining <= 0:
+            return 0
+        n = resp.fp.readinto1(view[: min(len(view), remaining)])
+        remaining -= n
+        return n
+
     done = offset
-    with open(part, mode, buffering=1024 * 1024) as f:
-        for chunk in response.iter_raw():
-            f.write(chunk)
-            done += len(chunk)
-            progress.advance(label, done)
-            if cancelled():
-                raise Cancelled()
-            if done > size:
-                raise VerificationError(f"{label}: the server sent more than the planned {size} bytes")
+    ring = [memoryview(bytearray(WRITE_BLOCK)) for _ in range(_RING)]
+    hashing: list[Future[None] | None] = [None] * _RING
+    pool = ThreadPoolExecutor(1, thread_name_prefix="sha256")
+    current, fill, flushed_at = 0, 0, time.monotonic()
+
+    def flush() -> None:
+        nonlocal current, fill, flushed_at
+        if not fill:
+            return
+        block = ring[current][:fill]
+        _write_all(fd, block, label)
+        hashing[current] = pool.submit(digest.hasher.update, block)
+        digest.count += fill
+        current, fill, flushed_at = (current + 1) % _RING, 0, time.monotonic()
+        previous = hashing[current]
+        if previous is not None:
+            previous.result()  # that buffer is free again
+            hashing[current] = None
+
+    with open(part, mode, buffering=0) as f:
+        fd = f.fileno()
+        try:
+            while True:
+                n = read_into(ring[current][fill:])
+                if not n:
+                    break
+                fill += n
+                done += n
+                progress.advance(label, done)
+                if cancelled():
+                    raise Cancelled()
+                if done > size:
+                    raise VerificationError(f"{label}: the server sent more than the planned {size} bytes")
+                if fill == WRITE_BLOCK or time.monotonic() - flushed_at >= FLUSH_S:
+                    flush()
+        finally:
+            try:
+                flush()  # bytes received are kept for a resume
+            finally:
+                for future in hashing:
+                    if future is not None:
+                        future.result()
+                pool.shutdown()
     if done < size:
         raise _Retry(f"connection closed after {done} of {size} bytes")
 
 
-def _abort(response: httpx.Response) -> None:
+def _abort(response: _Response) -> None:
     """Cut the socket under a blocked read so a cancel takes effect at once."""
-    stream = response.extensions.get("network_stream")
-    sock = stream.get_extra_info("socket") if stream is not None else None
+    sock = response.conn.sock
     if sock is not None:
         try:
             sock.shutdown(socket.SHUT_RDWR)
