@@ -114,3 +114,18 @@ def test_it_checks_csrf_on_posts(alice, job):
     client.force_login(alice)
     assert client.post(f"/jobs/{job.pk}/cancel/").status_code == 403
     assert client.post("/jobs/", {"model": "org/name"}).status_code == 403
+
+
+def test_the_plan_preview_requires_login(client, db):
+    response = client.get("/jobs/plan/?model=org/name")
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def test_it_rejects_post_to_read_only_pages(alice_client, entry, job):
+    for path in ["/models/", f"/models/{entry.pk}/", "/jobs/new/", "/jobs/plan/", f"/jobs/{job.pk}/"]:
+        assert alice_client.post(path).status_code == 405, path
+
+
+def test_unknown_ids_are_404(alice_client, hive):
+    assert alice_client.get("/models/999/").status_code == 404
+    assert alice_client.get("/jobs/999/").status_code == 404
