@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import shutil
 from datetime import timedelta
@@ -68,6 +69,40 @@ class Hive(models.Model):
             return False
         limit = timedelta(seconds=settings.RBEE_HEARTBEAT_S * 3)
         return timezone.now() - self.last_heartbeat < limit
+
+    @property
+    def path(self) -> Path:
+        return Path(self.models_dir or settings.RBEE_MODELS_DIR)
+
+    def is_here(self) -> bool:
+        """This process sees the hive's disk (the embedded default's local hive)."""
+        return not settings.RBEE_SCALED and self.name == settings.RBEE_HIVE
+
+    def disk_space(self) -> tuple[int | None, int | None]:
+        """(total, free) bytes of the hive's models volume: measured when the disk is
+        here, else as the hive's worker last reported it."""
+        if self.is_here() and self.path.is_dir():
+            usage = shutil.disk_usage(self.path)
+            return usage.total, usage.free
+        return self.disk_total, self.disk_free
+
+    def usable_bytes(self) -> int | None:
+        """Free space a download may use: free minus RBEE_DISK_RESERVE."""
+        _total, free = self.disk_space()
+        return None if free is None else max(0, free - settings.RBEE_DISK_RESERVE)
+
+    def partial_bytes(self) -> int | None:
+        """Disk taken by unfinished downloads, when the disk is here to look at."""
+        if not self.is_here():
+            return None
+        total = 0
+        for root, _dirs, files in os.walk(self.path / ".partial"):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(root, name)).st_size
+                except OSError:
+                    continue
+        return total
 
     def beat(self) -> None:
         """Record that this hive's worker is alive, with the free space on its disk."""

@@ -1,10 +1,5 @@
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
-from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db import transaction
@@ -31,36 +26,17 @@ SORTS = {
 PAGE_SIZE = 25
 
 
-def _folder_size(path: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                continue
-    return total
-
-
 def disk_summary() -> list[dict[str, object]]:
     """Per hive: catalog size, partial downloads, and the disk's free space."""
     used = dict(ModelEntry.objects.values_list("hive").annotate(total=Sum("size_bytes")))
     rows = []
     for hive in Hive.objects.all():
-        models_dir = Path(hive.models_dir or settings.RBEE_MODELS_DIR)
-        local = not settings.RBEE_SCALED and hive.name == settings.RBEE_HIVE
-        total = free = partial = None
-        if local and models_dir.is_dir():
-            usage = shutil.disk_usage(models_dir)
-            total, free = usage.total, usage.free
-            partial = _folder_size(models_dir / ".partial")
-        else:
-            total, free = hive.disk_total, hive.disk_free
+        total, free = hive.disk_space()
         rows.append(
             {
                 "hive": hive,
                 "used": used.get(hive.pk, 0),
-                "partial": partial,
+                "partial": hive.partial_bytes(),
                 "total": total,
                 "free": free,
                 "disk_used": total - free if total is not None and free is not None else None,

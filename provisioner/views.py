@@ -78,7 +78,7 @@ def job_plan_preview(request: HtmxHttpRequest) -> HttpResponse:
             except DownloadError as exc:
                 context["error"] = str(exc)
             else:
-                context.update(plan=plan, free=hive_free_bytes(hive))
+                context.update(plan=plan, free=hive.usable_bytes())
                 _remember_plan(request, hive, plan)
         else:
             context["error"] = "; ".join(str(e) for errors in form.errors.values() for e in errors)
@@ -103,21 +103,6 @@ def _previewed_plan(request: HtmxHttpRequest, hive: Hive, reference: str) -> Pla
         if fresh and item["hive"] == hive.pk and item["plan"]["reference"] == reference:
             return Plan.from_json(item["plan"])
     return None
-
-
-def hive_free_bytes(hive: Hive) -> int | None:
-    import shutil
-    from pathlib import Path
-
-    from django.conf import settings
-
-    if hive.is_online() and (not settings.RBEE_SCALED and hive.name == settings.RBEE_HIVE):
-        path = Path(hive.models_dir or settings.RBEE_MODELS_DIR)
-        path.mkdir(parents=True, exist_ok=True)
-        return max(0, shutil.disk_usage(path).free - settings.RBEE_DISK_RESERVE)
-    if hive.disk_free is None:
-        return None
-    return max(0, hive.disk_free - settings.RBEE_DISK_RESERVE)
 
 
 @staff_required
