@@ -81,7 +81,8 @@ class Hive(models.Model):
     def disk_space(self) -> tuple[int | None, int | None]:
         """(total, free) bytes of the hive's models volume: measured when the disk is
         here, else as the hive's worker last reported it."""
-        if self.is_here() and self.path.is_dir():
+        if self.is_here():
+            self.path.mkdir(parents=True, exist_ok=True)
             usage = shutil.disk_usage(self.path)
             return usage.total, usage.free
         return self.disk_total, self.disk_free
