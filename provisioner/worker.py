@@ -27,6 +27,10 @@ def start_embedded_worker() -> None:
     """The web process is the local hive's only worker: repair, then requeue all."""
     try:
         hive = Hive.local()
+        if hive.models_dir != str(settings.RBEE_MODELS_DIR):
+            # RBEE_MODELS_DIR is where this machine keeps models now; entries keep their paths.
+            hive.models_dir = str(settings.RBEE_MODELS_DIR)
+            hive.save(update_fields=["models_dir"])
         requeued = recover_hive(hive, sole_worker=True)
         hive.beat()
         if requeued:

@@ -37,3 +37,12 @@ def test_the_api_says_whether_the_jobs_hive_is_online(alice_client, settings):
     assert body["hive"] == "gamma" and body["hive_online"] is False and body["state"] == "queued"
     page = alice_client.get(body["url"]).content.decode()
     assert "hive gamma is offline" in page
+
+
+def test_the_embedded_worker_follows_rbee_models_dir(transactional_db, settings, tmp_path):
+    from provisioner.worker import start_embedded_worker
+
+    Hive.objects.create(name="local", models_dir="/old/place")
+    settings.RBEE_MODELS_DIR = tmp_path / "new-place"
+    start_embedded_worker()
+    assert Hive.objects.get(name="local").models_dir == str(tmp_path / "new-place")
