@@ -140,3 +140,22 @@ def test_the_progress_is_throttled_and_honest(hub, repo, hive, settings):
     assert all(e.fields["bytes_total"] == job.bytes_total for e in progress)
     assert any(e.fields["speed_bps"] for e in progress)
     assert actions(job).count("model_download_complete") == 1
+
+
+def test_files_kept_in_git_are_checked_against_their_blob_id(hub, hive):
+    config = b'{"model_type": "llama", "hidden_size": 2048}'
+    hub.add_repo("acme/git-files", {"config.json": config, "model.safetensors": WEIGHTS})
+    hub.set_fault("acme/git-files", "config.json", flip_byte_at=3, flip_times=1)
+    job = download("acme/git-files", hive)
+    assert job.state == DownloadJob.SUCCEEDED, job.error
+    assert (Path(job.entry.path) / "config.json").read_bytes() == config
+    assert any("git blob id" in e.human for e in job.events.all())
+
+
+def test_a_file_that_never_matches_its_blob_id_fails_the_job(hub, hive, settings):
+    hub.add_repo("acme/git-bad", {"config.json": b'{"a": 1}'})
+    hub.set_fault("acme/git-bad", "config.json", flip_byte_at=2)
+    job = download("acme/git-bad", hive)
+    assert job.state == DownloadJob.FAILED and job.error_kind == "verification"
+    assert "git blob id" in job.error
+    assert not (settings.RBEE_MODELS_DIR / ".partial" / str(job.pk)).exists()

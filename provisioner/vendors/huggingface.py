@@ -4,6 +4,7 @@ resumable transfer for the bytes, pinned to the resolved commit."""
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import posixpath
 import re
 from pathlib import Path
@@ -29,6 +30,8 @@ from provisioner.vendors.base import (
     Plan,
     PlannedFile,
     Progress,
+    VerificationError,
+    inside,
     safe_relative_path,
 )
 
@@ -143,12 +146,15 @@ class HuggingFaceVendor:
                 )
             )
         quants = sorted({q for q in (gguf_quant(n) for n in siblings) if q})
+        # The Hub gives no sha256 for files kept in git (configs, tokenizers), but their
+        # git blob id is a sha1 of the content: checked after the download.
+        blob_ids = {n: siblings[n].blob_id for n in chosen if not siblings[n].lfs and siblings[n].blob_id}
         return Plan(
             vendor=self.name,
             reference=ref.canonical,
             revision=commit,
             files=files,
-            extra={"repo_id": ref.repo_id, "gguf_quants": quants},
+            extra={"repo_id": ref.repo_id, "gguf_quants": quants, "git_blob_ids": blob_ids},
         )
 
     def _nothing_selected(self, ref: HuggingFaceRef, names: list[str]) -> str:
@@ -159,5 +165,29 @@ class HuggingFaceVendor:
 
     def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        blob_ids: dict[str, str] = plan.extra.get("git_blob_ids", {})
+        digests = {}
         with http.make_client(headers) as client:
-            return {f.path: http.fetch_planned(client, f, dest, progress, cancelled) for f in plan.files}
+            for planned in plan.files:
+                digests[planned.path] = http.fetch_planned(client, planned, dest, progress, cancelled)
+                if expected := blob_ids.get(planned.path):
+                    if _git_blob_id(inside(dest, planned.path)) != expected:
+                        # Once more from scratch, as for a sha256 mismatch, then give up.
+                        inside(dest, planned.path).unlink()
+                        progress.restarted(planned.path, "git blob id does not match; downloading it again")
+                        digests[planned.path] = http.fetch_planned(client, planned, dest, progress, cancelled)
+                        if _git_blob_id(inside(dest, planned.path)) != expected:
+                            inside(dest, planned.path).unlink()
+                            raise VerificationError(
+                                f"{planned.path}: content does not match the Hub's git blob id {expected}"
+                            )
+        return digests
+
+
+def _git_blob_id(path: Path) -> str:
+    """Git's object id of a file: sha1 of "blob <size>\\0" and the content."""
+    hasher = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as f:
+        while block := f.read(1024 * 1024):
+            hasher.update(block)
+    return hasher.hexdigest()
