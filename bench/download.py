@@ -51,7 +51,7 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 
-from tests.live import LiveDashboard, free_port  # noqa: E402
+from tests.live import LiveDashboard, free_port, wait_until_serving  # noqa: E402
 
 REPO_ID = "bench/two-files"
 FILE_NAMES = ("a.safetensors", "b.safetensors")
@@ -209,17 +209,9 @@ class HubProcess:
             start_new_session=True,
         )
         log_file.close()
-        deadline = time.monotonic() + timeout  # it hashes the files before it listens
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"fake hub exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/api/models/{REPO_ID}", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"fake hub did not start in {timeout} s:\n{self.log()}")
+        # It hashes the files before it listens: a generous timeout.
+        wait_until_serving(self.proc, f"{self.url}/api/models/{REPO_ID}", timeout, "fake hub", self.log)
+        return self
 
     def resolve_url(self, name: str) -> str:
         return f"{self.url}/{REPO_ID}/resolve/main/{name}"
