@@ -144,6 +144,9 @@ class ModelEntry(models.Model):
     vendor = models.CharField(max_length=32)
     revision = models.CharField(max_length=128, blank=True)
     path = models.CharField(max_length=1024)
+    # The models dir the entry was installed into: deletes stay inside it even after
+    # RBEE_MODELS_DIR (and so the hive's models dir) moves.
+    models_root = models.CharField(max_length=1024, blank=True)
     size_bytes = models.BigIntegerField(default=0)
     file_count = models.PositiveIntegerField(default=0)
     linked = models.BooleanField(default=False, help_text="Files are hard links to the source")
@@ -173,17 +176,32 @@ class ModelEntry(models.Model):
     def tag_list(self) -> list[str]:
         return [t.strip() for t in self.tags.split(",") if t.strip()]
 
+    @property
+    def root(self) -> Path:
+        return Path(self.models_root or self.hive.path)
+
     def delete_files(self) -> None:
-        """Remove the entry's folder, refusing anything outside the models dir."""
-        root = Path(self.hive.models_dir or settings.RBEE_MODELS_DIR).resolve()
+        """Remove the entry's folder, and only that.
+
+        Refused when the folder is not strictly inside a vendor's area of the models
+        root it was installed into, or when another entry's folder is the same, inside
+        it or around it: a delete never takes another entry's files.
+        """
+        root = self.root.resolve()
         folder = Path(self.path).resolve()
-        if folder == root or not folder.is_relative_to(root):
-            raise ValueError(f"{folder} is not inside the models dir {root}")
+        if not folder.is_relative_to(root) or len(folder.relative_to(root).parts) < 2:
+            raise ValueError(f"{folder} is not inside a vendor's area of the models dir {root}")
+        # Same disk: the same hive, or another hive whose models dir is the same folder.
+        neighbours = ModelEntry.objects.filter(models.Q(hive=self.hive_id) | models.Q(models_root=str(root)))
+        for other in neighbours.exclude(pk=self.pk).values_list("path", flat=True):
+            other_path = Path(other).resolve()
+            if other_path.is_relative_to(folder) or folder.is_relative_to(other_path):
+                raise ValueError(f"{folder} is shared with another entry's folder {other_path}")
         if folder.is_dir():
             shutil.rmtree(folder)
         # Empty parents (org folders) go too, up to the vendor folder.
         parent = folder.parent
-        while parent != root and parent.is_relative_to(root):
+        while parent != root and parent.parent != root and parent.is_relative_to(root):
             try:
                 parent.rmdir()
             except OSError:

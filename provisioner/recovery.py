@@ -107,6 +107,7 @@ def _recover_entry(job: DownloadJob, folder: Path) -> ModelEntry:
             vendor=plan.vendor,
             revision=plan.revision,
             path=str(folder),
+            models_root=str(job.hive.path.resolve()),
             size_bytes=plan.total_bytes,
             file_count=len(plan.files),
             linked=bool(plan.extra.get("linked")),

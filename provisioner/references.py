@@ -6,11 +6,12 @@ The canonical string is the catalog key, so two spellings of the same model
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import posixpath
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 SUPPORTED_FORMS = [
     ("Hugging Face", "[hf:]ORG/NAME[@REVISION][:SELECTOR]", "meta-llama/Llama-3.2-1B, TheBloke/X-GGUF:Q4_K_M"),
@@ -36,8 +37,30 @@ _HF_RE = re.compile(
     rf"^(?P<repo>{_HF_PART}/{_HF_PART})(?:@(?P<revision>[^:\s@]+))?(?::(?P<selector>[^\s:]+))?$"
 )
 _OLLAMA_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_HOST = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*(?::[0-9]{1,5})?$")
 _OLLAMA_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+# A GGUF quant tag (Q4_K_M, IQ3_XXS, F16, BF16): typed in any case, one catalog entry.
+_QUANT_TAG = re.compile(r"^[A-Za-z0-9_]+$")
+_FOLDER_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def _has_dot_segment(text: str) -> bool:
+    """A ``.`` or ``..`` path segment, also when percent-encoded (``%2e%2E``)."""
+    decoded = unquote(text)
+    return any(part in (".", "..") for part in re.split(r"[/\\]", decoded))
+
+
+def _folder_part(text: str, canonical: str) -> str:
+    """One path component for ``text``, unique per canonical reference.
+
+    Where making it safe changes the text (``a/b`` and ``a_b`` would both become
+    ``a_b``), a short hash of the canonical string keeps two references apart.
+    """
+    safe = _FOLDER_UNSAFE.sub("_", text).lstrip(".") or "_"
+    if safe != text:
+        safe += "~" + hashlib.sha256(canonical.encode()).hexdigest()[:10]
+    return safe
 
 
 @dataclass(frozen=True)
@@ -61,13 +84,15 @@ class HuggingFaceRef:
 
     @property
     def folder(self) -> str:
-        """Where the entry lives below the models dir; unique per canonical string."""
-        name = self.repo_id
+        """Where the entry lives below the models dir: ``huggingface/ORG/NAME…``, one
+        folder per canonical string, never nested in another entry's folder."""
+        org, name = self.repo_id.split("/")
+        leaf = name
         if self.revision:
-            name += "@" + self.revision.replace("/", "_")
+            leaf += "@" + self.revision
         if self.selector:
-            name += "--" + re.sub(r"[^A-Za-z0-9._-]", "_", self.selector)
-        return f"huggingface/{name}"
+            leaf += "--" + self.selector
+        return f"huggingface/{org}/{_folder_part(leaf, self.canonical)}"
 
 
 @dataclass(frozen=True)
@@ -89,7 +114,7 @@ class OllamaRef:
 
     @property
     def folder(self) -> str:
-        host = (self.host or "default").replace(":", "_")
+        host = _folder_part(self.host, self.canonical) if self.host else "default"
         return f"ollama/{host}/{self.namespace}/{self.model}/{self.tag}"
 
 
@@ -107,7 +132,7 @@ class FileRef:
 
     @property
     def folder(self) -> str:
-        return "local/" + self.path.strip("/").replace("/", "_")
+        return "local/" + _folder_part(self.path.strip("/"), self.canonical)
 
 
 @dataclass(frozen=True)
@@ -129,10 +154,12 @@ class UrlRef:
 
     @property
     def folder(self) -> str:
+        """``url/HOST/FILE~HASH``: the hash covers the whole canonical string (path, query,
+        ``#sha256``), so two URLs never share a folder and none nests in another."""
         parts = urlsplit(self.url)
-        host = re.sub(r"[^A-Za-z0-9._-]", "_", parts.netloc)
-        path = re.sub(r"[^A-Za-z0-9._/-]", "_", parts.path.strip("/"))
-        return f"url/{host}/{path}"
+        host = _FOLDER_UNSAFE.sub("_", parts.netloc)
+        name = _FOLDER_UNSAFE.sub("_", unquote(posixpath.basename(parts.path))).lstrip(".")[:80] or "file"
+        return f"url/{host}/{name}~{hashlib.sha256(self.canonical.encode()).hexdigest()[:16]}"
 
 
 Reference = HuggingFaceRef | OllamaRef | FileRef | UrlRef
@@ -158,10 +185,14 @@ def _parse_hf(text: str) -> HuggingFaceRef:
     if not match or ".." in match["repo"] or "--" in match["repo"]:
         raise UnsupportedReference(text)
     revision = match["revision"]
-    if revision and (".." in revision or revision.startswith("/") or revision.endswith("/")):
+    if revision and (
+        ".." in revision or revision.startswith("/") or revision.endswith("/") or _has_dot_segment(revision)
+    ):
         raise UnsupportedReference(text, "invalid revision")
     selector = match["selector"]
-    if selector and not set("*?[") & set(selector):
+    if selector and (_has_dot_segment(selector) or selector.startswith("/")):
+        raise UnsupportedReference(text, "a selector names files inside the repo, never '.' or '..'")
+    if selector and _QUANT_TAG.match(selector):
         selector = selector.upper()  # a quant tag: one catalog entry however it is typed
     return HuggingFaceRef(repo_id=match["repo"], revision=revision, selector=selector)
 
@@ -178,6 +209,8 @@ def _parse_ollama(text: str) -> OllamaRef:
     host = None
     if len(parts) >= 2 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
         host = parts.pop(0).lower()
+        if not _HOST.match(host):
+            raise UnsupportedReference(text, f"'{host}' is not a registry host name")
     if len(parts) == 1:
         parts.insert(0, "library")
     if len(parts) != 2 or not all(_OLLAMA_NAME.match(p) for p in parts):
@@ -194,6 +227,8 @@ def _parse_file(text: str) -> FileRef:
         path = path[2:] if path.startswith("///") else path
     if not path.startswith("/"):
         raise UnsupportedReference(text, "file: needs an absolute path")
+    if _has_dot_segment(path):
+        raise UnsupportedReference(text, "a path with '.' or '..' segments; give the real path")
     return FileRef(path=posixpath.normpath(path))
 
 
@@ -201,6 +236,8 @@ def _parse_url(text: str) -> UrlRef:
     parts = urlsplit(text)
     if not parts.hostname or not parts.path or parts.path.endswith("/"):
         raise UnsupportedReference(text, "a URL must name one file")
+    if _has_dot_segment(parts.path):
+        raise UnsupportedReference(text, "a URL path with '.' or '..' segments")
     sha256 = None
     if parts.fragment:
         key, _, value = parts.fragment.partition("=")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
+from django.db.models import Q
 from django.tasks import task
 from django.utils import timezone
 
@@ -27,7 +28,7 @@ from provisioner.narration import narrate, push_job_created
 from provisioner.references import Reference, UnsupportedReference, parse_reference
 from provisioner.templatetags.rbee import human_bytes, human_duration
 from provisioner.vendors import SUPPORTED_FORMS_TEXT, vendor_for
-from provisioner.vendors.base import Cancelled, DiskFull, DownloadError, Plan, inside
+from provisioner.vendors.base import Cancelled, DiskFull, DownloadError, Plan, UnsafePath, inside
 
 logger = logging.getLogger(__name__)
 
@@ -452,13 +453,7 @@ def _install(
     job: DownloadJob, plan: Plan, ref: Reference, vendor: str, models_dir: Path, digests: dict[str, str]
 ) -> ModelEntry:
     """Move the verified files into place, then write the entry: the entry comes last."""
-    folder = ref.folder
-    final = (models_dir / folder).resolve()
-    if not final.is_relative_to(models_dir.resolve()):
-        raise DownloadError(f"refusing to install outside the models dir: {final}")
-    if final.exists():
-        # Left by a crash before its entry was written (no entry exists, checked above).
-        shutil.rmtree(final)
+    final = _install_folder(job, ref, models_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     # The marker says "moved, entry not yet written": start-up repair looks for it.
     marker = job.partial_dir / INSTALL_MARKER
@@ -472,6 +467,7 @@ def _install(
             vendor=vendor,
             revision=plan.revision,
             path=str(final),
+            models_root=str(models_dir.resolve()),
             size_bytes=plan.total_bytes,
             file_count=len(plan.files),
             linked=bool(plan.extra.get("linked")),
@@ -488,3 +484,43 @@ def _install(
         )
     (final / INSTALL_MARKER).unlink(missing_ok=True)
     return entry
+
+
+def _install_folder(job: DownloadJob, ref: Reference, models_dir: Path) -> Path:
+    """The folder this job's files move to: strictly inside its vendor's area, and free.
+
+    Only a leftover of this very job (its own install marker) is ever removed. A folder
+    that anything else owns, or that is an entry's folder or holds one, is left alone
+    and the files go to a fresh sibling folder instead: an install never replaces data
+    it did not write.
+    """
+    root = models_dir.resolve()
+    area = (root / ref.folder.split("/", 1)[0]).resolve()
+    wanted = (root / ref.folder).resolve()
+    if wanted == area or not wanted.is_relative_to(area):
+        raise UnsafePath(f"refusing to install outside the {area.name} area of the models dir: {wanted}")
+    for n in range(1, 100):
+        final = wanted if n == 1 else wanted.with_name(f"{wanted.name}.{n}")
+        if _owned_by_job(final, job):
+            shutil.rmtree(final)
+        if not final.exists() and not _overlaps_an_entry(job.hive, root, final):
+            return final
+        logger.warning("job %s: %s is taken; trying the next free folder", job.pk, final)
+    raise DownloadError(f"no free folder for {ref.folder} below {root}", kind="conflict")
+
+
+def _owned_by_job(folder: Path, job: DownloadJob) -> bool:
+    try:
+        return json.loads((folder / INSTALL_MARKER).read_text()).get("job") == job.pk
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _overlaps_an_entry(hive: Hive, root: Path, folder: Path) -> bool:
+    """Whether an entry on this disk has this folder, or one inside it or around it."""
+    neighbours = ModelEntry.objects.filter(Q(hive=hive) | Q(models_root=str(root)))
+    for path in neighbours.values_list("path", flat=True):
+        other = Path(path)
+        if other.is_relative_to(folder) or folder.is_relative_to(other):
+            return True
+    return False

@@ -29,7 +29,8 @@ SHA = "a" * 64
         ("ollama:registry.example.com/me/mine", OllamaRef("registry.example.com", "me", "mine", "latest")),
         ("ollama:localhost:5000/library/tiny:v1", OllamaRef("localhost:5000", "library", "tiny", "v1")),
         ("file:/srv/models/x.gguf", FileRef("/srv/models/x.gguf")),
-        ("file:/srv/models/../models/x", FileRef("/srv/models/x")),
+        ("file:/srv/models//x", FileRef("/srv/models/x")),
+        ("org/repo:model.safetensors", HuggingFaceRef("org/repo", selector="model.safetensors")),
         ("https://example.com/m/x.gguf", UrlRef("https://example.com/m/x.gguf")),
         (f"https://Example.com/x.gguf#sha256={SHA.upper()}", UrlRef("https://example.com/x.gguf", SHA)),
         ("http://127.0.0.1:8080/x.gguf", UrlRef("http://127.0.0.1:8080/x.gguf")),
@@ -65,6 +66,8 @@ def test_it_gives_one_canonical_string_per_hf_model():
         "file:relative/path",
         "ollama:UPPER",
         "ollama:a/b/c/d",
+        "file:/srv/models/../models/x",
+        "https://example.com/a/../x.gguf",
     ],
 )
 def test_it_refuses_what_no_vendor_supports_with_the_forms(text):
