@@ -24,8 +24,8 @@ from catalog.models import Hive, ModelEntry, ModelFile
 from provisioner.models import DownloadJob
 from provisioner.narration import narrate
 from provisioner.tasks import INSTALL_MARKER, enqueue
-from provisioner.templatetags.rbee import human_bytes
 from provisioner.vendors.base import DownloadError, Plan, inside
+from rbee.formatting import human_bytes
 
 logger = logging.getLogger(__name__)
 

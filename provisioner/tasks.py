@@ -26,9 +26,9 @@ from catalog.models import Hive, ModelEntry, ModelFile
 from provisioner.models import DownloadJob, worker_id
 from provisioner.narration import narrate, push_job_created
 from provisioner.references import Reference, UnsupportedReference, parse_reference
-from provisioner.templatetags.rbee import human_bytes, human_duration
 from provisioner.vendors import SUPPORTED_FORMS_TEXT, vendor_for
 from provisioner.vendors.base import Cancelled, DiskFull, DownloadError, Plan, UnsafePath, inside
+from rbee.formatting import human_bytes, human_duration
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import pytest
 
 from catalog.models import ModelEntry
 from provisioner.models import DownloadJob
-from provisioner.templatetags.rbee import human_bytes
+from rbee.formatting import human_bytes
 from tests.helpers import blob, download, files_below
 
 Q4 = blob(300_000, seed=41)
