@@ -1,15 +1,21 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import secrets
 import shutil
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
+from typing import ClassVar, NamedTuple
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
+from django.urls import reverse
 from django.utils import timezone
+
+logger = logging.getLogger(__name__)
 
 
 class Hive(models.Model):
@@ -34,11 +40,37 @@ class Hive(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    # The hive this process stands for, once it registered one (a hive worker, or the
+    # embedded server at start); otherwise RBEE_HIVE.
+    _current_name: ClassVar[str | None] = None
+
     @classmethod
-    def local(cls) -> Hive:
+    def register(cls, name: str, models_dir: Path, *, current: bool = False) -> Hive:
+        """Create the hive, or move it to ``models_dir``; the one place a hive's disk is set.
+
+        Entries keep the paths and the models root they were installed into, so a
+        moved models dir loses none of them. ``current``: this process stands for
+        the hive from now on (it runs the hive's jobs and sees its disk).
+        """
+        models_dir = Path(models_dir).expanduser().resolve()
+        hive, created = cls.objects.get_or_create(name=name, defaults={"models_dir": str(models_dir)})
+        if not created and hive.models_dir != str(models_dir):
+            logger.warning("hive %s moves its models dir from %s to %s", name, hive.models_dir or "-", models_dir)
+            hive.models_dir = str(models_dir)
+            hive.save(update_fields=["models_dir"])
+        if current:
+            cls._current_name = name
+        return hive
+
+    @classmethod
+    def current_name(cls) -> str:
+        return cls._current_name or settings.RBEE_HIVE
+
+    @classmethod
+    def current(cls) -> Hive:
         """The hive this process stands for, created on first use."""
         hive, _ = cls.objects.get_or_create(
-            name=settings.RBEE_HIVE, defaults={"models_dir": str(settings.RBEE_MODELS_DIR)}
+            name=cls.current_name(), defaults={"models_dir": str(settings.RBEE_MODELS_DIR)}
         )
         return hive
 
@@ -50,12 +82,12 @@ class Hive(models.Model):
         of its own to download to), else any hive, so the job waits and says why.
         """
         if not settings.RBEE_SCALED:
-            return cls.local()
+            return cls.current()
         hives = list(cls.objects.all())
         online = [h for h in hives if h.is_online()]
         if online or hives:
             return (online or hives)[0]
-        return cls.local()
+        return cls.current()
 
     def is_online(self) -> bool:
         """Embedded: the web process is the worker, so the local hive is always up.
@@ -63,7 +95,7 @@ class Hive(models.Model):
         Scaled: a hive is up while its worker heartbeats; three missed beats and new
         jobs for it wait instead of pretending to run.
         """
-        if not settings.RBEE_SCALED and self.name == settings.RBEE_HIVE:
+        if self.is_here():
             return True
         if self.last_heartbeat is None:
             return False
@@ -75,8 +107,11 @@ class Hive(models.Model):
         return Path(self.models_dir or settings.RBEE_MODELS_DIR)
 
     def is_here(self) -> bool:
-        """This process sees the hive's disk (the embedded default's local hive)."""
-        return not settings.RBEE_SCALED and self.name == settings.RBEE_HIVE
+        """This process sees the hive's disk: the embedded server's hive, or the hive a
+        scaled worker registered as its own (the scaled web process sees no disk)."""
+        if self.name != self.current_name():
+            return False
+        return not settings.RBEE_SCALED or self._current_name is not None
 
     def disk_space(self) -> tuple[int | None, int | None]:
         """(total, free) bytes of the hive's models volume: measured when the disk is
@@ -107,15 +142,61 @@ class Hive(models.Model):
 
     def beat(self) -> None:
         """Record that this hive's worker is alive, with the free space on its disk."""
-        models_dir = Path(self.models_dir or settings.RBEE_MODELS_DIR)
-        models_dir.mkdir(parents=True, exist_ok=True)
-        usage = shutil.disk_usage(models_dir)
+        self.path.mkdir(parents=True, exist_ok=True)
+        usage = shutil.disk_usage(self.path)
         self.last_heartbeat = timezone.now()
         self.disk_total, self.disk_free = usage.total, usage.free
         self.save(update_fields=["last_heartbeat", "disk_total", "disk_free"])
 
 
+class FileRecord(NamedTuple):
+    """One verified file of a new entry, relative to the entry's folder."""
+
+    path: str
+    size_bytes: int
+    sha256: str
+    media_type: str = ""
+
+
 class ModelEntryQuerySet(models.QuerySet["ModelEntry"]):
+    def create_from_plan(
+        self,
+        *,
+        hive: Hive,
+        reference: str,
+        name: str,
+        vendor: str,
+        revision: str,
+        path: Path,
+        models_root: Path,
+        files: Iterable[FileRecord],
+        linked: bool = False,
+    ) -> ModelEntry:
+        """The entry and its files in one transaction: an entry never lacks its file list."""
+        files = list(files)
+        with transaction.atomic():
+            entry = self.create(
+                hive=hive,
+                reference=reference,
+                name=name,
+                vendor=vendor,
+                revision=revision,
+                path=str(path),
+                models_root=str(models_root),
+                size_bytes=sum(f.size_bytes for f in files),
+                file_count=len(files),
+                linked=linked,
+            )
+            ModelFile.objects.bulk_create(
+                ModelFile(entry=entry, path=f.path, size_bytes=f.size_bytes, sha256=f.sha256, media_type=f.media_type)
+                for f in files
+            )
+        return entry
+
+    def check_files(self) -> None:
+        for entry in self.select_related("hive"):
+            entry.check_files()
+
     def search(self, query: str) -> ModelEntryQuerySet:
         if not query:
             return self
@@ -170,11 +251,45 @@ class ModelEntry(models.Model):
         return self.name
 
     def get_absolute_url(self) -> str:
-        return f"/models/{self.pk}/"
+        return reverse("model_detail", args=[self.pk])
 
     @property
     def tag_list(self) -> list[str]:
         return [t.strip() for t in self.tags.split(",") if t.strip()]
+
+    def check_files(self) -> str:
+        """Look at the disk (where this process sees it): every file there at its size is
+        ``ready``, anything less is ``missing``. Returns the status, saved if it changed."""
+        if not self.hive.is_here():
+            return self.status
+        folder = Path(self.path)
+        try:
+            whole = folder.is_dir() and all(
+                (folder / f.path).stat().st_size == f.size_bytes for f in self.files.all()
+            )
+        except OSError:
+            whole = False
+        status = self.STATUS_READY if whole else self.STATUS_MISSING
+        if status != self.status:
+            self.status = status
+            self.save(update_fields=["status", "updated_at"])
+        return status
+
+    def replace_files(self, *, revision: str, path: Path, models_root: Path, files: Iterable[FileRecord]) -> None:
+        """A fresh download of the same reference takes the entry's place (same id)."""
+        files = list(files)
+        with transaction.atomic():
+            self.files.all().delete()
+            self.revision, self.path, self.models_root = revision, str(path), str(models_root)
+            self.size_bytes, self.file_count = sum(f.size_bytes for f in files), len(files)
+            self.status = self.STATUS_READY
+            self.save(
+                update_fields=["revision", "path", "models_root", "size_bytes", "file_count", "status", "updated_at"]
+            )
+            ModelFile.objects.bulk_create(
+                ModelFile(entry=self, path=f.path, size_bytes=f.size_bytes, sha256=f.sha256, media_type=f.media_type)
+                for f in files
+            )
 
     @property
     def root(self) -> Path:

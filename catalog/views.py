@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.db.models import Sum
-from django.http import HttpResponse, HttpResponseRedirect
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, render
-from django.views.decorators.http import require_GET, require_http_methods
-from django_htmx.http import HttpResponseClientRedirect
+from django.views.decorators.http import require_GET
 
 from catalog.models import Hive, ModelEntry
 from rbee.auth import staff_required
@@ -60,6 +57,8 @@ def model_list(request: HtmxHttpRequest) -> HttpResponse:
         entries = entries.filter(hive__name=hive)
     entries = entries.order_by(SORTS.get(sort, "-created_at"), "pk")
     page = Paginator(entries, PAGE_SIZE).get_page(request.GET.get("page"))
+    for entry in page:
+        entry.check_files()
     context = {
         "page": page,
         "query": query,
@@ -80,35 +79,6 @@ def model_list(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 def model_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     entry = get_object_or_404(ModelEntry.objects.select_related("hive"), pk=pk)
+    entry.check_files()  # files removed by hand show as missing now, not at the next restart
     job = entry.jobs.order_by("-created_at").first()
     return render(request, "catalog/model_detail.html", {"entry": entry, "files": entry.files.all(), "job": job})
-
-
-@staff_required
-@require_http_methods(["GET", "POST"])
-def model_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    """GET asks for confirmation (pages work without JavaScript); POST deletes.
-
-    Files go first, then the entry; the delete is narrated on the job that brought it.
-    """
-    from provisioner.narration import narrate_catalog
-
-    entry = get_object_or_404(ModelEntry.objects.select_related("hive"), pk=pk)
-    if request.method == "GET":
-        return render(request, "catalog/model_confirm_delete.html", {"entry": entry})
-    try:
-        entry.delete_files()
-    except (OSError, ValueError) as exc:
-        messages.error(request, f"Could not delete the files of {entry.name}: {exc}")
-        return HttpResponseRedirect(entry.get_absolute_url(), status=303)
-    narrate_catalog(
-        entry,
-        "model_delete",
-        f"🗑 Model '{entry.name}' deleted from hive '{entry.hive.name}' by {request.user}",
-    )
-    with transaction.atomic():
-        entry.delete()
-    messages.success(request, f"Deleted {entry.name} from {entry.hive.name}.")
-    if request.htmx:
-        return HttpResponseClientRedirect("/models/")
-    return HttpResponseRedirect("/models/", status=303)

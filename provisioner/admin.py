@@ -2,9 +2,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from catalog.models import ModelEntry, ModelFile
+from provisioner.lifecycle import delete_entry
 from provisioner.models import DownloadJob, NarrationEvent
 
 
@@ -40,3 +43,54 @@ class NarrationEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ["job", "seq", "emitted_at", "level", "action", "human"]
     list_filter = ["level", "action"]
     search_fields = ["human", "target"]
+
+
+class ModelFileInline(admin.TabularInline):
+    model = ModelFile
+    extra = 0
+    can_delete = False
+    fields = ("path", "size_bytes", "sha256", "media_type")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ModelEntry)
+class ModelEntryAdmin(admin.ModelAdmin):
+    list_display = ["name", "vendor", "hive", "size_bytes", "file_count", "status", "created_at"]
+    list_filter = ["vendor", "hive", "status"]
+    search_fields = ["name", "reference", "tags", "notes"]
+    fields = (
+        "name",
+        "notes",
+        "tags",
+        "reference",
+        "vendor",
+        "hive",
+        "revision",
+        "path",
+        "size_bytes",
+        "file_count",
+        "linked",
+        "status",
+        "created_at",
+        "updated_at",
+    )
+    # Only the admin's own words are editable; what is on disk is the downloader's to say.
+    readonly_fields = tuple(f for f in fields if f not in ("name", "notes", "tags"))
+    inlines = [ModelFileInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    # Deleting here is the dashboard's delete: files first, then the entry, narrated.
+    def delete_model(self, request: HttpRequest, obj: ModelEntry) -> None:
+        try:
+            delete_entry(obj, by=request.user)
+        except (OSError, ValueError) as exc:
+            self.message_user(request, f"Could not delete the files of {obj.name}: {exc}", messages.ERROR)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ModelEntry]) -> None:
+        for entry in queryset.select_related("hive"):
+            self.delete_model(request, entry)

@@ -12,7 +12,6 @@ from django.views.decorators.http import require_GET, require_http_methods
 from catalog.models import Hive
 from provisioner.forms import DownloadForm
 from provisioner.models import DownloadJob, NarrationEvent
-from provisioner.tasks import submit
 from rbee.auth import api_staff_required
 
 EVENTS_PAGE = 500
@@ -37,7 +36,7 @@ def job_json(job: DownloadJob) -> dict[str, Any]:
         "error": job.error,
         "error_kind": job.error_kind,
         "entry_id": job.entry_id,
-        "last_seq": job.event_seq,
+        "last_seq": job.last_seq,
         "created_at": job.created_at.isoformat(),
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
@@ -87,7 +86,7 @@ def _create(request: HttpRequest) -> HttpResponse:
     form = DownloadForm(data)
     if not form.is_valid():
         return JsonResponse({"error": "invalid request", "fields": form.errors}, status=400)
-    job, created = submit(form.cleaned_data["model"], form.cleaned_data["hive"], request.user)
+    job, created = DownloadJob.submit(form.cleaned_data["model"], form.cleaned_data["hive"], request.user)
     return JsonResponse(job_json(job), status=201 if created else 200)
 
 

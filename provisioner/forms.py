@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
 
 from catalog.models import Hive
+from provisioner.models import DownloadJob
 from provisioner.references import Reference, UnsupportedReference, parse_reference
 from provisioner.vendors import SUPPORTED_FORMS_TEXT, vendor_for
-from provisioner.vendors.base import DownloadError
+from provisioner.vendors.base import DownloadError, Plan
+from rbee.formatting import human_bytes
 
 
 class DownloadForm(forms.Form):
@@ -25,9 +28,13 @@ class DownloadForm(forms.Form):
     )
     hive = forms.ModelChoiceField(queryset=Hive.objects.all(), required=False, empty_label=None)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, previewed: Callable[[Hive, str], Plan | None] | None = None, **kwargs: Any) -> None:
+        """``previewed``: where to find the plan the admin was shown for (hive, reference);
+        given, the form plans the download before accepting it (see ``clean``)."""
         super().__init__(*args, **kwargs)
         self.reference: Reference | None = None
+        self.plan: Plan | None = None
+        self.previewed = previewed
         self.fields["hive"].initial = Hive.default().pk
 
     def clean_model(self) -> str:
@@ -50,3 +57,37 @@ class DownloadForm(forms.Form):
 
     def clean_hive(self) -> Hive:
         return self.cleaned_data.get("hive") or Hive.default()
+
+    def clean(self) -> dict[str, Any]:
+        """Refuse what is already known to fail, with the preview's words, creating no job.
+
+        The same plan the preview ran (or the previewed one itself): a missing repo,
+        a gated one without a token, unsafe file names, a plan too big for the hive.
+        A passing network fault is not refused: the job retries the source itself.
+        """
+        cleaned = super().clean() or {}
+        if self.previewed is None or self.reference is None or self.errors:
+            return cleaned
+        hive, reference = cleaned["hive"], cleaned["model"]
+        if DownloadJob.objects.active().filter(hive=hive, reference=reference).exists():
+            return cleaned  # the running job is the answer; nothing to plan
+        plan = self.previewed(hive, reference)
+        if plan is None:
+            vendor = vendor_for(self.reference)
+            assert vendor is not None  # clean_model found one
+            try:
+                plan = vendor.plan(self.reference)
+            except DownloadError as exc:
+                if not exc.retryable:
+                    self.add_error("model", str(exc))
+                return cleaned
+        usable = hive.usable_bytes()
+        if usable is not None and not plan.extra.get("linked") and plan.total_bytes > usable:
+            self.add_error(
+                "model",
+                f"Does not fit: {human_bytes(plan.total_bytes)} needed, {human_bytes(usable)} usable on hive "
+                f"{hive.name} (after the reserve).",
+            )
+            return cleaned
+        self.plan = plan
+        return cleaned

@@ -5,6 +5,7 @@ from django.urls import path
 from provisioner import api, views
 
 urlpatterns = [
+    path("models/<int:pk>/delete/", views.model_delete, name="model_delete"),
     path("jobs/", views.jobs, name="jobs"),
     path("jobs/new/", views.job_new, name="job_new"),
     path("jobs/plan/", views.job_plan_preview, name="job_plan_preview"),

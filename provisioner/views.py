@@ -3,27 +3,20 @@ from __future__ import annotations
 import time
 
 from django.contrib import messages
-from django.db.models import QuerySet
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from catalog.models import Hive
+from catalog.models import Hive, ModelEntry
 from provisioner.forms import DownloadForm
-from provisioner.models import DownloadJob
-from provisioner.narration import narrate
-from provisioner.tasks import enqueue, submit
+from provisioner.lifecycle import delete_entry
+from provisioner.models import Action, DownloadJob
 from provisioner.vendors import vendor_for
 from provisioner.vendors.base import DownloadError, Plan
 from rbee.auth import staff_required
 from rbee.http import HtmxHttpRequest
-
-JOB_LIST_SIZE = 50
-
-
-def recent_jobs() -> QuerySet[DownloadJob]:
-    return DownloadJob.objects.select_related("hive")[:JOB_LIST_SIZE]
 
 
 def _get_job_or_404(request: HtmxHttpRequest, pk: int) -> DownloadJob:
@@ -36,17 +29,16 @@ def jobs(request: HtmxHttpRequest) -> HttpResponse:
     """GET lists jobs; POST (the download form) queues one."""
     if request.method == "POST":
         return _create_job(request)
-    return render(request, "provisioner/job_list.html", {"jobs": recent_jobs()})
+    return render(request, "provisioner/job_list.html", {"jobs": DownloadJob.objects.recent()})
 
 
 def _create_job(request: HtmxHttpRequest) -> HttpResponse:
-    form = DownloadForm(request.POST)
+    form = DownloadForm(request.POST, previewed=lambda hive, reference: _previewed_plan(request, hive, reference))
     if not form.is_valid():
         template = "provisioner/job_new.html#download-form" if request.htmx else "provisioner/job_new.html"
         return render(request, template, {"form": form}, status=400)
-    hive = form.cleaned_data["hive"]
-    plan = _previewed_plan(request, hive, form.cleaned_data["model"])
-    job, created = submit(form.cleaned_data["model"], hive, request.user, plan=plan)
+    plan = form.plan.to_json() if form.plan is not None else None
+    job, created = DownloadJob.submit(form.cleaned_data["model"], form.cleaned_data["hive"], request.user, plan=plan)
     if not created:
         messages.info(request, "That model is already being downloaded on this hive; here is its job.")
     if request.htmx:
@@ -110,8 +102,8 @@ def _previewed_plan(request: HtmxHttpRequest, hive: Hive, reference: str) -> Pla
 def job_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     job = _get_job_or_404(request, pk)
     # Read the last seq first and show events up to it: the socket replays the rest.
-    last_seq = job.event_seq
-    events = job.events.filter(seq__lte=last_seq).exclude(action="model_download_progress").order_by("seq")
+    last_seq = job.last_seq
+    events = job.events.filter(seq__lte=last_seq).exclude(action=Action.PROGRESS).order_by("seq")
     return render(request, "provisioner/job_detail.html", {"job": job, "events": events, "last_seq": last_seq})
 
 
@@ -119,12 +111,7 @@ def job_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def job_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     job = _get_job_or_404(request, pk)
-    was_queued = job.state == DownloadJob.QUEUED
-    if job.request_cancel():
-        if was_queued and job.state == DownloadJob.CANCELLED:
-            narrate(job, "model_download_cancelled", f"⏹ Cancelled by {request.user} before it started", level="warn")
-        else:
-            narrate(job, "model_download_cancel_requested", f"Cancel requested by {request.user}; stopping…", level="warn")
+    job.cancel(by=request.user)
     return _back_to_job(request, job)
 
 
@@ -132,12 +119,30 @@ def job_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def job_retry(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     job = _get_job_or_404(request, pk)
-    if job.reset_for_retry():
-        narrate(job, "model_download_queued", f"Retry requested by {request.user}; queued again", fields={"retry": True})
-        enqueue(job)
-    elif job.is_finished:
-        messages.error(request, "Another job for this model is active on this hive; it cannot be retried now.")
+    if not job.retry(by=request.user) and job.is_finished:
+        if job.can_retry:
+            messages.error(request, "Another job for this model is active on this hive; it cannot be retried now.")
+        else:
+            messages.error(request, "This failure would only happen again; change the reference instead.")
     return _back_to_job(request, job)
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def model_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """GET asks for confirmation (pages work without JavaScript); POST deletes."""
+    entry = get_object_or_404(ModelEntry.objects.select_related("hive"), pk=pk)
+    if request.method == "GET":
+        return render(request, "catalog/model_confirm_delete.html", {"entry": entry})
+    try:
+        delete_entry(entry, by=request.user)
+    except (OSError, ValueError) as exc:
+        messages.error(request, f"Could not delete the files of {entry.name}: {exc}")
+        return HttpResponseRedirect(entry.get_absolute_url(), status=303)
+    messages.success(request, f"Deleted {entry.name} from {entry.hive.name}.")
+    if request.htmx:
+        return HttpResponseClientRedirect(reverse("model_list"))
+    return HttpResponseRedirect(reverse("model_list"), status=303)
 
 
 def _back_to_job(request: HtmxHttpRequest, job: DownloadJob) -> HttpResponse:

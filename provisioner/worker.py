@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from types import FrameType
@@ -14,8 +15,10 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection, connections
 
 from catalog.models import Hive
+from provisioner import running
+from provisioner.models import this_process
 from provisioner.narration import remember_server_loop
-from provisioner.recovery import hand_back_jobs, recover_hive, requeue_jobs
+from provisioner.recovery import adopt_waiting_jobs, hand_back_jobs, recover_hive, requeue_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -24,15 +27,18 @@ DATABASE_RETRY_S = 5.0
 
 
 def start_embedded_worker() -> None:
-    """The web process is the local hive's only worker: repair, then requeue all."""
+    """The web process is the local hive's only worker: repair, then requeue all.
+
+    A graceful stop (SIGTERM, Ctrl-C) hands the running downloads back before the
+    server goes, so the next start resumes them from the bytes on disk.
+    """
+    _hand_back_on_server_stop()
     try:
-        hive = Hive.local()
-        if hive.models_dir != str(settings.RBEE_MODELS_DIR):
-            # RBEE_MODELS_DIR is where this machine keeps models now; entries keep their paths.
-            hive.models_dir = str(settings.RBEE_MODELS_DIR)
-            hive.save(update_fields=["models_dir"])
+        # RBEE_MODELS_DIR is where this machine keeps models now; entries keep their paths.
+        hive = Hive.register(settings.RBEE_HIVE, settings.RBEE_MODELS_DIR, current=True)
         requeued = recover_hive(hive, sole_worker=True)
         hive.beat()
+        HiveHeartbeat(hive, embedded=True).start()
         if requeued:
             logger.info("requeued %d unfinished download(s): %s", len(requeued), requeued)
     except Exception:
@@ -40,6 +46,31 @@ def start_embedded_worker() -> None:
         logger.exception("could not recover the local hive at start")
     finally:
         close_old_connections()
+
+
+def _hand_back_on_server_stop() -> None:
+    """Under daphne (Twisted), stop the running jobs before the reactor shuts down.
+
+    The trigger returns a Deferred that fires once the jobs have handed themselves
+    back: the event loop keeps running meanwhile, so their narration still reaches
+    the browsers, and the interpreter only exits after the job rows say "queued".
+    """
+    if "twisted.internet.reactor" not in sys.modules:
+        return  # not served by daphne (a test's ASGI client): nothing to hook into
+    from twisted.internet import reactor, threads
+
+    def stop_jobs() -> object:
+        return threads.deferToThread(_stop_jobs)
+
+    reactor.addSystemEventTrigger("before", "shutdown", stop_jobs)  # type: ignore[attr-defined,arg-type]
+
+
+def _stop_jobs() -> None:
+    try:
+        if stopped := running.stop_all():
+            logger.info("handed job(s) %s back for the next start", stopped)
+    finally:
+        connections.close_all()
 
 
 def start_push_loop() -> None:
@@ -80,9 +111,10 @@ class HiveHeartbeat(threading.Thread):
     next live worker of the hive resumes them from the bytes on disk.
     """
 
-    def __init__(self, hive: Hive) -> None:
+    def __init__(self, hive: Hive, *, embedded: bool = False) -> None:
         super().__init__(name=f"hive-{hive.name}-heartbeat", daemon=True)
         self.hive = hive
+        self.embedded = embedded
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -95,7 +127,12 @@ class HiveHeartbeat(threading.Thread):
     def beat(self) -> None:
         try:
             self.hive.beat()
-            if requeued := requeue_jobs(self.hive, sole_worker=False):
+            if self.embedded:
+                # The queue is this process's memory: jobs that reached the table from
+                # elsewhere (the command line) are sent to it here.
+                if adopted := adopt_waiting_jobs(self.hive, set(running.sent)):
+                    logger.info("running waiting job(s) %s of hive %s", adopted, self.hive)
+            elif requeued := requeue_jobs(self.hive, sole_worker=False):
                 logger.warning("requeued job(s) %s of hive %s: their worker stopped heartbeating", requeued, self.hive)
         except Exception:
             logger.exception("heartbeat of hive %s failed", self.hive)
@@ -115,9 +152,8 @@ def run_hive_worker(hive: Hive, *, interval: float = 1.0) -> None:
     more downloads at once means more workers for the same hive. A stop hands the
     running job back to the queue at once; a second signal exits on the spot.
     """
-    from django_tasks_db.management.commands.db_worker import Worker
+    from django_tasks_db.management.commands.db_worker import Worker as QueueConsumer
 
-    from provisioner.models import worker_id
     from provisioner.tasks import run_download
 
     start_push_loop()
@@ -126,8 +162,8 @@ def run_hive_worker(hive: Hive, *, interval: float = 1.0) -> None:
         logger.info("requeued %d unfinished download(s) of hive %s: %s", len(requeued), hive, requeued)
     hive.beat()
     close_old_connections()
-    me = worker_id()  # what DownloadJob.worker says while this process runs a job
-    worker = Worker(
+    me = this_process()  # what DownloadJob.process says while this process runs a job
+    consumer = QueueConsumer(
         queue_names=[hive.name],
         interval=interval,
         batch=False,
@@ -145,7 +181,7 @@ def run_hive_worker(hive: Hive, *, interval: float = 1.0) -> None:
             logger.warning("%s again: exiting now", signal.strsignal(signum))
             os._exit(1)
         stopping = True
-        worker.running = False
+        consumer.running = False
         logger.warning("%s: stopping the worker of hive %s", signal.strsignal(signum), hive)
         raise WorkerStopping()
 
@@ -154,11 +190,11 @@ def run_hive_worker(hive: Hive, *, interval: float = 1.0) -> None:
     heartbeat.start()
     logger.info("worker %s consumes queue %r of hive %s (models in %s)", me, hive.name, hive, hive.models_dir)
     try:
-        while worker.running:
+        while consumer.running:
             try:
-                worker.run()
+                consumer.run()
             except (OperationalError, InterfaceError):
-                if not worker.running:
+                if not consumer.running:
                     break
                 logger.exception("lost the database; asking again in %.0f s", DATABASE_RETRY_S)
                 connections.close_all()

@@ -35,7 +35,7 @@ application = ProtocolTypeRouter(
     }
 )
 
-if not settings.RBEE_SCALED and os.environ.get("RBEE_EMBEDDED_WORKER", "1") == "1":
+if not settings.RBEE_SCALED and settings.RBEE_EMBEDDED_WORKER:
     from provisioner.worker import start_embedded_worker  # noqa: E402
 
     start_embedded_worker()

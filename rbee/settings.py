@@ -102,6 +102,9 @@ RBEE_OLLAMA_REGISTRY = env_str("RBEE_OLLAMA_REGISTRY", "https://registry.ollama.
 # The hive this process stands for: the web process of the embedded default is the
 # "local" hive; a scaled hive worker names its own.
 RBEE_HIVE = env_str("RBEE_HIVE", "local")
+# Embedded default: the web process also runs the local hive's downloads. Off in tests
+# and tools that import the ASGI application without serving it.
+RBEE_EMBEDDED_WORKER = env_bool("RBEE_EMBEDDED_WORKER", True)
 # Seconds without a byte before a request is abandoned and retried.
 RBEE_STALL_TIMEOUT = env_float("RBEE_STALL_TIMEOUT", 30.0)
 # Attempts per file that make no progress before the job fails.

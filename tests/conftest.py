@@ -54,7 +54,7 @@ def bob_client(bob: User) -> Client:
 def hive(transactional_db) -> Hive:
     """The embedded default's hive. Transactional: download threads (the job's
     watcher, the task pool) use their own connections and must see committed rows."""
-    return Hive.local()
+    return Hive.current()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import os
 import time
 
 from provisioner.models import DownloadJob
-from provisioner.tasks import submit
 
 
 def blob(size: int, seed: int = 0) -> bytes:
@@ -26,7 +25,7 @@ def sha256(data: bytes) -> str:
 
 def download(reference: str, hive, user=None, timeout: float = 60.0) -> DownloadJob:
     """Submit a job and wait for the embedded worker pool to finish it (the real path)."""
-    job, _ = submit(reference, hive, user)
+    job, _ = DownloadJob.submit(reference, hive, user)
     return wait_finished(job, timeout)
 
 

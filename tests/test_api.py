@@ -6,8 +6,7 @@ import pytest
 from django.test import Client
 
 from catalog.models import ApiToken, ModelEntry
-from provisioner.models import DownloadJob
-from provisioner.narration import narrate
+from provisioner.models import Action, DownloadJob
 from tests.helpers import wait_finished
 
 
@@ -128,7 +127,7 @@ def test_unknown_ids_are_404(hive, bearer, client):
 
 def test_remote_text_is_returned_as_data(hive, bearer, client):
     job = DownloadJob.objects.create(reference="hf:a/b", hive=hive)
-    narrate(job, "model_download_failed", "<img src=x onerror=alert(1)>")
+    job.narrate(Action.FAILED, "<img src=x onerror=alert(1)>")
     events = client.get(f"/api/jobs/{job.pk}/events/", headers=bearer)
     assert events["Content-Type"] == "application/json"
     assert events.json()["events"][0]["human"] == "<img src=x onerror=alert(1)>"

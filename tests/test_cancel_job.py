@@ -7,7 +7,6 @@ import time
 import pytest
 
 from provisioner.models import DownloadJob
-from provisioner.tasks import submit
 from tests.helpers import actions, blob, wait_finished
 
 
@@ -36,7 +35,7 @@ def _file_host_busy(hub) -> bool:
 def test_it_stops_network_activity_within_two_seconds(hub, slow_repo, hive, alice, alice_client, settings, fault):
     settings.RBEE_STALL_TIMEOUT = 30.0  # the stall must not end by itself
     hub.set_fault(slow_repo, "model.safetensors", **fault)
-    job, _ = submit(slow_repo, hive, alice)
+    job, _ = DownloadJob.submit(slow_repo, hive, alice)
     _wait(lambda: _file_host_busy(hub))
 
     response = alice_client.post(f"/jobs/{job.pk}/cancel/")
@@ -64,10 +63,10 @@ def test_it_cancels_a_queued_job_on_the_spot(hive, alice, alice_client):
 
 def test_cancel_of_a_finished_job_changes_nothing(hive, alice, alice_client):
     job = DownloadJob.objects.create(reference="hf:a/b", hive=hive, state=DownloadJob.SUCCEEDED)
-    before = job.event_seq
+    before = job.last_seq
     alice_client.post(f"/jobs/{job.pk}/cancel/")
     job.refresh_from_db()
-    assert job.state == DownloadJob.SUCCEEDED and job.event_seq == before
+    assert job.state == DownloadJob.SUCCEEDED and job.last_seq == before
 
 
 def test_retry_runs_a_cancelled_job_again(hub, slow_repo, hive, alice, alice_client):
@@ -103,14 +102,14 @@ def test_it_requires_login(client, hive):
 
 def test_a_worker_that_lost_its_job_stops_and_touches_nothing(hub, slow_repo, hive, alice):
     hub.set_fault(slow_repo, "model.safetensors", throttle_bps=512 * 1024)
-    job, _ = submit(slow_repo, hive, alice)
+    job, _ = DownloadJob.submit(slow_repo, hive, alice)
     _wait(lambda: _file_host_busy(hub))
     # Another worker resumed the job meanwhile (this one looked dead to it).
-    DownloadJob.objects.filter(pk=job.pk).update(worker="other-host:4242")
+    DownloadJob.objects.filter(pk=job.pk).update(process="other-host:4242")
     _wait(lambda: not _file_host_busy(hub), timeout=3)
     time.sleep(0.3)
     job.refresh_from_db()
-    assert job.state == DownloadJob.RUNNING and job.worker == "other-host:4242"
+    assert job.state == DownloadJob.RUNNING and job.process == "other-host:4242"
     assert job.partial_dir.exists()
     assert "model_download_cancelled" not in actions(job)
     assert "model_download_failed" not in actions(job)

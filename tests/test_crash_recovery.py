@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from catalog.models import ModelEntry
+from provisioner.install import INSTALL_MARKER
 from provisioner.models import DownloadJob
 from provisioner.recovery import recover_hive
-from provisioner.tasks import INSTALL_MARKER
 from provisioner.vendors.base import Plan, PlannedFile
 from tests.helpers import blob, sha256, wait_finished
 from tests.live import LiveDashboard
@@ -86,7 +86,7 @@ def test_orphaned_partials_are_removed_and_owned_ones_kept(hive, settings):
 
 def test_running_and_queued_jobs_are_requeued(hub, hive, settings):
     hub.add_repo("acme/requeued", {"config.json": b"{}"})
-    running = DownloadJob.objects.create(reference="hf:acme/requeued", hive=hive, state=DownloadJob.RUNNING, worker="gone:1")
+    running = DownloadJob.objects.create(reference="hf:acme/requeued", hive=hive, state=DownloadJob.RUNNING, process="gone:1")
     requeued = recover_hive(hive, sole_worker=True)
     assert requeued == [running.pk]
     assert wait_finished(running).state == DownloadJob.SUCCEEDED
@@ -100,6 +100,17 @@ def test_the_catalog_page_shows_disk_used_by_partials(hive, settings, alice_clie
     assert "3.0 MiB in partial downloads" in body
 
 
+def _download_until(live: LiveDashboard, model: str, nbytes: int) -> dict:
+    """Start a download on the live server and return its job once it holds ``nbytes``."""
+    client = live.client()
+    job = client.post("/api/jobs/", json={"model": model}).json()
+    deadline = time.monotonic() + 30
+    while client.get(f"/api/jobs/{job['id']}/").json()["bytes_done"] < nbytes:
+        assert time.monotonic() < deadline, live.log()
+        time.sleep(0.05)
+    return job
+
+
 @pytest.mark.slow
 def test_a_sigkilled_server_resumes_its_download_from_the_bytes_on_disk(hub, tmp_path):
     weights = blob(12 * 1024 * 1024, seed=9)
@@ -108,12 +119,7 @@ def test_a_sigkilled_server_resumes_its_download_from_the_bytes_on_disk(hub, tmp
     live = LiveDashboard(tmp_path / "data", env={"HF_ENDPOINT": hub.url, "RBEE_STALL_TIMEOUT": "5"})
     live.setup().start()
     try:
-        client = live.client()
-        job = client.post("/api/jobs/", json={"model": "acme/kill9"}).json()
-        deadline = time.monotonic() + 30
-        while client.get(f"/api/jobs/{job['id']}/").json()["bytes_done"] < 3 * 1024 * 1024:
-            assert time.monotonic() < deadline, live.log()
-            time.sleep(0.05)
+        job = _download_until(live, "acme/kill9", 3 * 1024 * 1024)
         live.kill(signal.SIGKILL)
         hub.clear_faults()
 
@@ -132,5 +138,41 @@ def test_a_sigkilled_server_resumes_its_download_from_the_bytes_on_disk(hub, tmp
         events = client.get(f"/api/jobs/{job['id']}/events/").json()["events"]
         assert "model_download_resumed" in [e["action"] for e in events]
         assert not (tmp_path / "data" / "models" / ".partial" / str(job["id"])).exists()
+    finally:
+        live.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_gracefully_stopped_server_hands_its_download_back_and_resumes_it(hub, tmp_path, sig):
+    """Found broken: a SIGTERM or Ctrl-C failed the job ("cannot schedule new futures
+    after shutdown") and deleted its partial files, while SIGKILL resumed fine."""
+    weights = blob(12 * 1024 * 1024, seed=10)
+    hub.add_repo("acme/term", {"config.json": b"{}", "model.safetensors": weights})
+    hub.set_fault("acme/term", "model.safetensors", throttle_bps=3 * 1024 * 1024)
+    live = LiveDashboard(tmp_path / "data", env={"HF_ENDPOINT": hub.url, "RBEE_STALL_TIMEOUT": "5"})
+    live.setup().start()
+    partial = tmp_path / "data" / "models" / ".partial"
+    try:
+        job = _download_until(live, "acme/term", 3 * 1024 * 1024)
+        live.kill(sig)
+        assert live.process is not None and live.process.returncode is not None
+        kept = partial / str(job["id"]) / "model.safetensors"
+        assert kept.stat().st_size >= 2 * 1024 * 1024, live.log()
+        hub.clear_faults()
+
+        live.start()
+        client = live.client()
+        finished = live.wait_for_job(client, job["id"], ("succeeded", "failed"))
+        assert finished["state"] == "succeeded", finished["error"]
+        events = client.get(f"/api/jobs/{job['id']}/events/").json()["events"]
+        actions = [e["action"] for e in events]
+        assert "model_download_failed" not in actions
+        handed_back = [e for e in events if e["fields"].get("requeued")]
+        assert handed_back and "resumes" in handed_back[0]["human"]
+        assert "model_download_resumed" in actions
+        hub.wait_idle()
+        gets = [r for r in hub.file_host.requests if r.method == "GET" and r.range]
+        assert gets and int(gets[-1].range[6:].split("-")[0]) >= 2 * 1024 * 1024
     finally:
         live.stop()

@@ -12,7 +12,6 @@ import pytest
 from django.test import Client
 
 from provisioner.models import DownloadJob
-from provisioner.tasks import submit
 from tests.helpers import actions, blob, download, wait_finished
 
 
@@ -54,7 +53,7 @@ def small_disk(tmp_path, settings):
 def test_a_full_disk_mid_download_fails_fast_without_retrying(hub, small_disk, hive, settings):
     hub.add_repo("acme/enospc", {"model.safetensors": blob(3 * 1024 * 1024)})
     hub.set_fault("acme/enospc", "model.safetensors", throttle_bps=1024 * 1024)
-    job, _ = submit("acme/enospc", hive, None)
+    job, _ = DownloadJob.submit("acme/enospc", hive, None)
     deadline = time.monotonic() + 10
     while not job.partial_dir.exists() or not any(job.partial_dir.iterdir()):
         assert time.monotonic() < deadline
@@ -73,8 +72,8 @@ def test_a_full_disk_mid_download_fails_fast_without_retrying(hub, small_disk, h
 
 
 def test_identical_submissions_share_one_job(hive, alice):
-    job, created = submit("acme/same", hive, alice)
-    again, created_again = submit("hf:acme/same", hive, alice)
+    job, created = DownloadJob.submit("acme/same", hive, alice)
+    again, created_again = DownloadJob.submit("hf:acme/same", hive, alice)
     assert created and not created_again and again.pk == job.pk
 
 

@@ -66,10 +66,8 @@ def test_the_form_prefills_from_the_query(alice_client, hive):
 
 def test_the_runtime_check_narrates_unsupported(hive, settings):
     """A job queued with a reference no vendor takes (as the seed narrated it)."""
-    from provisioner.tasks import enqueue
-
     job = DownloadJob.objects.create(reference="gopher://old/thing", hive=hive)
-    enqueue(job)
+    job.enqueue()
     job = wait_finished(job)
     assert job.state == DownloadJob.FAILED and job.error_kind == "unsupported"
     assert job.events.last().action == "model_download_unsupported"

@@ -51,7 +51,7 @@ def test_it_numbers_events_one_two_three(hub, repo, hive):
     job = download("acme/tiny-llama", hive)
     seqs = list(job.events.order_by("seq").values_list("seq", flat=True))
     assert seqs == list(range(1, len(seqs) + 1))
-    assert job.event_seq == seqs[-1]
+    assert job.last_seq == seqs[-1]
 
 
 def test_it_pins_a_tag_and_records_the_commit(hub, repo, hive):

@@ -12,7 +12,7 @@ from catalog.models import Hive
 def test_the_embedded_default_sends_jobs_to_the_local_hive(db):
     Hive.objects.create(name="alpha", last_heartbeat=timezone.now())
     assert Hive.default().name == "local"
-    assert Hive.local().is_online()
+    assert Hive.current().is_online()
 
 
 def test_scaled_jobs_go_to_an_online_hive(db, settings):

@@ -16,7 +16,6 @@ from django.db import transaction
 from catalog.models import ModelEntry
 from provisioner.models import DownloadJob
 from provisioner.references import UnsupportedReference, parse_reference
-from provisioner.tasks import enqueue
 from tests.helpers import blob, download, files_below, wait_finished
 from tests.servers.faults import FaultServer
 
@@ -136,7 +135,7 @@ def test_an_install_removes_a_leftover_of_its_own_job(hive, files, settings):
     (leftover / "model.gguf").write_bytes(b"half")
 
     with transaction.atomic():
-        enqueue(job)
+        job.enqueue()
     job = wait_finished(job)
 
     assert job.state == DownloadJob.SUCCEEDED, job.error

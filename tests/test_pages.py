@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from catalog.models import ModelEntry, ModelFile
-from provisioner.models import DownloadJob
+from provisioner.models import Action, DownloadJob
 
 PAGES = ["/models/", "/jobs/", "/jobs/new/"]
 
@@ -86,9 +86,8 @@ def test_catalog_search_filter_sort(alice_client, entry, hive):
 
 
 def test_job_page_shows_history_and_connects_its_socket(alice_client, job):
-    from provisioner.narration import narrate
 
-    narrate(job, "model_download_queued", "Queued <b>it</b>")
+    job.narrate(Action.QUEUED, "Queued <b>it</b>")
     body = alice_client.get(f"/jobs/{job.pk}/").content.decode()
     assert f'ws-connect="/ws/jobs/{job.pk}/"' in body
     assert "Queued &lt;b&gt;it&lt;/b&gt;" in body

@@ -1,5 +1,6 @@
-// Live pages: tell the server what we already show when a socket (re)opens, keep the
-// tab title on the job's progress, and reconnect after a server restart.
+// Live pages: tell the server what we already show when a socket (re)opens (?after=N
+// in the job socket's URL, rewritten before every reconnect), keep the tab title on
+// the job's progress, and reconnect after a server restart.
 (function () {
   "use strict";
 
@@ -13,10 +14,19 @@
     if (progress && progress.dataset.title) document.title = progress.dataset.title;
   }
 
+  function withAfter(url) {
+    if (!/\/ws\/jobs\/\d+\//.test(url)) return url;
+    var base = url.replace(/[?&]after=\d*/, "");
+    return base + (base.indexOf("?") === -1 ? "?" : "&") + "after=" + lastSeq();
+  }
+
+  if (window.htmx && htmx.createWebSocket) {
+    var createWebSocket = htmx.createWebSocket;
+    htmx.createWebSocket = function (url) { return createWebSocket(withAfter(url)); };
+  }
+
   document.addEventListener("htmx:wsOpen", function (e) {
-    var kind = e.target.dataset.socket;
-    if (kind === "job") e.detail.socketWrapper.send(JSON.stringify({ after: lastSeq() }));
-    if (kind === "jobs") e.detail.socketWrapper.send(JSON.stringify({ resync: true }));
+    if (e.target.dataset.socket === "jobs") e.detail.socketWrapper.send(JSON.stringify({ resync: true }));
   });
 
   document.addEventListener("htmx:wsAfterMessage", function (e) {

@@ -20,7 +20,7 @@ class Command(BaseCommand):
     help = "Create the first superuser (admin) and the local hive if missing."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        Hive.local()
+        Hive.current()
         User = get_user_model()
         if User.objects.exists():
             return

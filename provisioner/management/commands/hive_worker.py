@@ -9,7 +9,6 @@ it, so only that hive's downloads run here.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +51,7 @@ class Command(BaseCommand):
         if interval < 0:
             raise CommandError("--interval must be zero or more")
         self._check_backend()
-        path = Path(models_dir).expanduser().resolve() if models_dir else Path(settings.RBEE_MODELS_DIR)
-        # This process stands for the hive: Hive.local(), Hive.is_online() and the
-        # download code read these, as they read them in the embedded web process.
-        settings.RBEE_HIVE, settings.RBEE_MODELS_DIR = hive, path
-        os.environ["RBEE_HIVE"], os.environ["RBEE_MODELS_DIR"] = hive, str(path)
+        path = Path(models_dir) if models_dir else Path(settings.RBEE_MODELS_DIR)
         if connection.vendor == "sqlite":
             logger.warning("the database is SQLite: workers on other machines cannot share it (set DATABASE_URL)")
         record = self._register(hive, path)
@@ -80,14 +75,11 @@ class Command(BaseCommand):
 
     def _register(self, name: str, models_dir: Path) -> Hive:
         try:
-            hive, created = Hive.objects.get_or_create(name=name, defaults={"models_dir": str(models_dir)})
-            if not created and hive.models_dir != str(models_dir):
-                logger.warning("hive %s moves its models dir from %s to %s", name, hive.models_dir or "-", models_dir)
-                hive.models_dir = str(models_dir)
-                hive.save(update_fields=["models_dir"])
+            # From here on this process stands for the hive: it runs its jobs on its disk.
+            hive = Hive.register(name, models_dir, current=True)
         except DatabaseError as exc:
             raise CommandError(
                 f"cannot register hive {name!r}: {exc}".strip() + " — is the database migrated (manage.py migrate)?"
             ) from exc
-        logger.info("hive %s %s, models in %s", name, "registered" if created else "found", models_dir)
+        logger.info("hive %s registered, models in %s", name, hive.path)
         return hive
