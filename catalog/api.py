@@ -1,56 +1,135 @@
-"""JSON API for the catalog."""
+"""JSON API for the catalog: entries, their files, and deleting them."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404
-from django.views.decorators.http import require_GET
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import Query, Router, Schema
 
 from catalog.models import ModelEntry
-from rbee.auth import api_staff_required
+from rbee.api import ERRORS, ErrorOut, Refusal
+
+ENTRY_LIST_SIZE = 500
+
+router = Router(tags=["models"])
 
 
-def entry_json(entry: ModelEntry, *, files: bool = False) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "id": entry.pk,
-        "reference": entry.reference,
-        "name": entry.name,
-        "vendor": entry.vendor,
-        "hive": entry.hive.name,
-        "revision": entry.revision,
-        "path": entry.path,
-        "size_bytes": entry.size_bytes,
-        "file_count": entry.file_count,
-        "status": entry.status,
-        "linked": entry.linked,
-        "tags": entry.tag_list,
-        "notes": entry.notes,
-        "created_at": entry.created_at.isoformat(),
-        "url": entry.get_absolute_url(),
-    }
-    if files:
-        data["files"] = [
-            {"path": f.path, "size_bytes": f.size_bytes, "sha256": f.sha256, "media_type": f.media_type}
-            for f in entry.files.all()
-        ]
-    return data
+class FileOut(Schema):
+    path: str
+    size_bytes: int
+    sha256: str
+    media_type: str
 
 
-@api_staff_required
-@require_GET
-def models_index(request: HttpRequest) -> HttpResponse:
-    entries = ModelEntry.objects.select_related("hive").search(request.GET.get("q", ""))
-    if vendor := request.GET.get("vendor"):
-        entries = entries.filter(vendor=vendor)
-    if hive := request.GET.get("hive"):
-        entries = entries.filter(hive__name=hive)
-    return JsonResponse({"models": [entry_json(e) for e in entries[:500]]})
+class EntryOut(Schema):
+    id: int
+    reference: str
+    name: str
+    vendor: str
+    hive: str
+    revision: str
+    path: str
+    size_bytes: int
+    file_count: int
+    status: str
+    linked: bool
+    tags: list[str]
+    notes: str
+    created_at: datetime
+    url: str
+
+    @staticmethod
+    def resolve_hive(entry: ModelEntry) -> str:
+        return entry.hive.name
+
+    @staticmethod
+    def resolve_tags(entry: ModelEntry) -> list[str]:
+        return entry.tag_list
+
+    @staticmethod
+    def resolve_url(entry: ModelEntry) -> str:
+        return entry.get_absolute_url()
 
 
-@api_staff_required
-@require_GET
-def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    entry = get_object_or_404(ModelEntry.objects.select_related("hive"), pk=pk)
-    return JsonResponse(entry_json(entry, files=True))
+class EntryDetailOut(EntryOut):
+    files: list[FileOut]
+
+    @staticmethod
+    def resolve_files(entry: ModelEntry) -> list[object]:
+        return list(entry.files.all())
+
+
+class EntriesOut(Schema):
+    models: list[EntryOut]
+
+
+class EntryFilter(Schema):
+    q: str = ""
+    vendor: str | None = None
+    hive: str | None = None
+    reference: str | None = None
+
+
+def _canonical(text: str) -> str:
+    """The catalog key for a reference as typed, so any spelling of it finds the entry."""
+    from provisioner.references import UnsupportedReference, parse_reference
+
+    try:
+        return parse_reference(text).canonical
+    except UnsupportedReference:
+        return text
+
+
+def _delete(entry: ModelEntry, user: object) -> None:
+    """Remove the entry's files, then the entry, narrated on the job that brought it.
+
+    What the entry page's delete does; raises OSError or ValueError when the files
+    cannot be removed, and then nothing changed.
+    """
+    from provisioner.narration import narrate_catalog
+
+    entry.delete_files()
+    narrate_catalog(entry, "model_delete", f"🗑 Model '{entry.name}' deleted from hive '{entry.hive.name}' by {user}")
+    with transaction.atomic():
+        entry.delete()
+
+
+def _get_entry_or_404(pk: int) -> ModelEntry:
+    entry = ModelEntry.objects.select_related("hive").filter(pk=pk).first()
+    if entry is None:
+        raise Http404(f"no model entry {pk}")
+    return entry
+
+
+@router.get("/models/", response={200: EntriesOut, **ERRORS}, summary="Catalog entries, newest first")
+def list_models(request: HttpRequest, filters: Query[EntryFilter]) -> dict[str, object]:
+    """`q` searches names, references, tags and notes; `reference` matches one entry's
+    canonical reference exactly (`acme/x` finds `hf:acme/x`)."""
+    entries = ModelEntry.objects.select_related("hive").search(filters.q.strip())
+    if filters.vendor:
+        entries = entries.filter(vendor=filters.vendor)
+    if filters.hive:
+        entries = entries.filter(hive__name=filters.hive)
+    if filters.reference:
+        entries = entries.filter(reference=_canonical(filters.reference.strip()))
+    return {"models": list(entries[:ENTRY_LIST_SIZE])}
+
+
+@router.get("/models/{int:pk}/", response={200: EntryDetailOut, **ERRORS}, summary="One entry with its files")
+def get_model(request: HttpRequest, pk: int) -> ModelEntry:
+    return _get_entry_or_404(pk)
+
+
+@router.delete(
+    "/models/{int:pk}/", response={204: None, 409: ErrorOut, **ERRORS}, summary="Delete an entry and its files"
+)
+def delete_model(request: HttpRequest, pk: int) -> HttpResponse:
+    """409 when the files cannot be removed; the entry is kept then."""
+    entry = _get_entry_or_404(pk)
+    try:
+        _delete(entry, request.user)
+    except (OSError, ValueError) as exc:
+        raise Refusal(409, f"could not delete the files of {entry.name}: {exc}") from None
+    return HttpResponse(status=204)

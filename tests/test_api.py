@@ -59,7 +59,7 @@ def test_token_posts_need_no_csrf(hive, bearer, settings):
     client = Client(enforce_csrf_checks=True)
     response = client.post("/api/jobs/", {"model": "acme/x"}, content_type="application/json", headers=bearer)
     assert response.status_code == 201
-    job = DownloadJob.objects.get(pk=response.json()["id"])
+    job = DownloadJob.objects.get(pk=response.json()["jobs"][0]["id"])
     assert job.requested_by.username == "alice"
     wait_finished(job)
     assert ApiToken.objects.get().last_used_at is not None
@@ -69,7 +69,7 @@ def test_it_downloads_and_reports_through_the_api(hub, hive, bearer, client):
     hub.add_repo("acme/api", {"config.json": b'{"x": 1}', "model.safetensors": b"w" * 5000})
     response = client.post("/api/jobs/", {"model": "hf:acme/api"}, content_type="application/json", headers=bearer)
     assert response.status_code == 201
-    created = response.json()
+    [created] = response.json()["jobs"]
     assert created["reference"] == "hf:acme/api" and created["hive"] == "local"
     job = wait_finished(DownloadJob.objects.get(pk=created["id"]))
 
@@ -97,7 +97,7 @@ def test_it_downloads_and_reports_through_the_api(hub, hive, bearer, client):
 def test_a_second_identical_post_returns_the_first_job(hive, bearer, client):
     first = DownloadJob.objects.create(reference="hf:acme/dup", hive=hive)
     response = client.post("/api/jobs/", {"model": "acme/dup"}, content_type="application/json", headers=bearer)
-    assert response.status_code == 200 and response.json()["id"] == first.pk
+    assert response.status_code == 200 and [j["id"] for j in response.json()["jobs"]] == [first.pk]
 
 
 @pytest.mark.parametrize(
@@ -130,7 +130,7 @@ def test_remote_text_is_returned_as_data(hive, bearer, client):
     job = DownloadJob.objects.create(reference="hf:a/b", hive=hive)
     narrate(job, "model_download_failed", "<img src=x onerror=alert(1)>")
     events = client.get(f"/api/jobs/{job.pk}/events/", headers=bearer)
-    assert events["Content-Type"] == "application/json"
+    assert events["Content-Type"].startswith("application/json")
     assert events.json()["events"][0]["human"] == "<img src=x onerror=alert(1)>"
 
 

@@ -109,7 +109,7 @@ def test_a_sigkilled_server_resumes_its_download_from_the_bytes_on_disk(hub, tmp
     live.setup().start()
     try:
         client = live.client()
-        job = client.post("/api/jobs/", json={"model": "acme/kill9"}).json()
+        [job] = client.post("/api/jobs/", json={"model": "acme/kill9"}).json()["jobs"]
         deadline = time.monotonic() + 30
         while client.get(f"/api/jobs/{job['id']}/").json()["bytes_done"] < 3 * 1024 * 1024:
             assert time.monotonic() < deadline, live.log()
