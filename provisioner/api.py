@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import Count, Q, Sum
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, StreamingHttpResponse
 from ninja import Query, Router, Status
 
 from catalog.models import Hive, ModelEntry
@@ -13,6 +13,7 @@ from provisioner.forms import DownloadForm
 from provisioner.models import DownloadJob, NarrationEvent
 from provisioner.narration import narrate
 from provisioner.schemas import EventsOut, HiveOut, HivesOut, JobCreateIn, JobFilter, JobOut, JobsOut
+from provisioner.stream import narration_stream, resume_point
 from provisioner.tasks import enqueue, submit
 from rbee.api import ERRORS, ErrorOut, Refusal
 
@@ -149,6 +150,38 @@ def retry_job(request: HttpRequest, pk: int) -> DownloadJob:
             reason = f"job {job.pk} is {job.state}; only a failed or cancelled job can be retried"
         raise Refusal(409, reason)
     return _get_job_or_404(pk)
+
+
+@router.get(
+    "/jobs/{int:pk}/stream/",
+    response={200: None, **ERRORS},
+    tags=["jobs"],
+    summary="A job's narration, live (Server-Sent Events)",
+    openapi_extra={
+        "parameters": [
+            {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "integer"}},
+        ],
+        "responses": {
+            200: {
+                "description": "`text/event-stream`: `id: <seq>`, `event: narration`, `data: <event as in /events/>`",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            }
+        },
+    },
+)
+async def stream_job_events(request: HttpRequest, pk: int, after: int = 0) -> StreamingHttpResponse:
+    """Every narration event after `Last-Event-ID` (or `after`), then live ones as they
+    happen; the stream ends after the job's final event. A comment every 15 s keeps
+    proxies from closing a quiet stream."""
+    if not await DownloadJob.objects.filter(pk=pk).aexists():
+        raise Http404(f"no job {pk}")
+    start = resume_point(request.headers.get("Last-Event-ID"), after)
+    if start is None:
+        raise Refusal(400, "Last-Event-ID must be a whole number", {"Last-Event-ID": ["must be a whole number"]})
+    response = StreamingHttpResponse(narration_stream(pk, start), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
 
 
 @router.get("/hives/", response={200: HivesOut, **ERRORS}, tags=["hives"], summary="Hives, their disks and queues")
