@@ -173,11 +173,11 @@ def _as_json_error(request: HttpRequest, response: HttpResponseBase) -> HttpResp
         error = f"{request.method} is not allowed here"
     else:
         error = getattr(response, "reason_phrase", "error").lower()
-    json = error_response(response.status_code, error)
+    answer = error_response(response.status_code, error)
     for header in ("Allow", "WWW-Authenticate"):
         if header in response:
-            json[header] = response[header]
-    return json
+            answer[header] = response[header]
+    return answer
 
 
 def _json_errors(view: View) -> View:
