@@ -13,8 +13,10 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
+from asgiref.sync import SyncToAsync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.db import connections
 from ninja.responses import NinjaJSONEncoder
 
 from provisioner.models import DownloadJob, NarrationEvent
@@ -49,7 +51,6 @@ def event_frame(event: NarrationEvent) -> str:
     return f"id: {event.seq}\nevent: narration\ndata: {data}\n\n"
 
 
-@database_sync_to_async
 def _read_after(job_id: int, after: int) -> tuple[list[tuple[int, str]], bool, bool]:
     """(events after ``after`` as frames, whether the story has ended with them, finished).
 
@@ -71,6 +72,30 @@ def _read_after(job_id: int, after: int) -> tuple[list[tuple[int, str]], bool, b
     return [(e.seq, event_frame(e)) for e in events], ended, finished
 
 
+# On the shared pool, not the request's own thread (see _release_request_thread); the
+# database connection is closed after each read, so none stays open per client.
+_read_after_async = database_sync_to_async(_read_after, thread_sensitive=False)
+
+
+def _release_request_thread() -> None:
+    """Let the thread Django's ASGI handler keeps for this request end now.
+
+    Django runs the sync parts of middleware on one executor thread per request and
+    keeps it until the response is over: for a stream that lasts as long as a download,
+    one idle thread per client. The stream needs it no more, so that thread closes its
+    database connections and exits; the one sync call Django makes after the stream
+    (closing the response) gets a fresh, short-lived thread.
+    """
+    context = SyncToAsync.thread_sensitive_context.get(None)
+    # Only a context that made its own executor (Django's); one given an executor owns it.
+    if context is None or getattr(context, "_executor", None) is not None:
+        return
+    executor = SyncToAsync.context_to_thread_executor.pop(context, None)
+    if executor is not None:
+        executor.submit(connections.close_all)
+        executor.shutdown(wait=False)
+
+
 async def narration_stream(job_id: int, after: int, keepalive_s: float = KEEPALIVE_S) -> AsyncIterator[str]:
     """SSE frames for the job's events after seq ``after``, live, until its final event.
 
@@ -80,6 +105,7 @@ async def narration_stream(job_id: int, after: int, keepalive_s: float = KEEPALI
     # narrate() runs in download threads; with the in-memory layer it must hand its
     # pushes to this loop, as the job page's websocket makes it do.
     remember_server_loop(asyncio.get_running_loop())
+    _release_request_thread()
     layer = get_channel_layer()
     wake = asyncio.Event()
     listener: asyncio.Task[None] | None = None
@@ -98,7 +124,7 @@ async def narration_stream(job_id: int, after: int, keepalive_s: float = KEEPALI
         sent = after
         while True:
             wake.clear()
-            frames, ended, finished = await _read_after(job_id, sent)
+            frames, ended, finished = await _read_after_async(job_id, sent)
             for seq, frame in frames:
                 yield frame
                 sent = seq

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -89,6 +92,37 @@ def test_a_client_resumes_where_it_hung_up_and_the_stream_ends_with_the_job(live
     anonymous = httpx.get(f"{live.url}{url}", timeout=10)
     assert anonymous.status_code == 401 and anonymous.json() == {"error": "authentication required"}
     assert "Traceback" not in live.log()  # the hang-up was cleaned up, not crashed through
+
+
+@pytest.mark.slow
+def test_open_streams_hold_no_thread_and_all_end_when_a_queued_job_is_cancelled(tmp_path):
+    with LiveDashboard(tmp_path / "data") as live:
+        # A hive with no worker running: the job stays queued and its streams stay open.
+        live.manage("shell", "-c", "from catalog.models import Hive; Hive.objects.create(name='gpu-1')")
+        client = live.client()
+        [job] = client.post("/api/jobs/", json={"model": "acme/waits", "hive": "gpu-1"}).json()["jobs"]
+        url = f"/api/jobs/{job['id']}/stream/"
+
+        def threads() -> int:
+            return len(os.listdir(f"/proc/{live.process.pid}/task"))  # type: ignore[union-attr]
+
+        before = threads()
+        streams = []
+        with contextlib.ExitStack() as stack:
+            for _ in range(12):
+                response = stack.enter_context(client.stream("GET", url, timeout=30))
+                lines = response.iter_lines()
+                first = next(sse_events(lines))
+                assert json.loads(first["data"])["action"] == "model_download_queued"
+                streams.append(lines)
+            time.sleep(0.5)
+            assert threads() <= before + 2, (before, threads())
+
+            assert client.post(f"/api/jobs/{job['id']}/cancel/").json()["state"] == "cancelled"
+            for lines in streams:
+                rest = list(sse_events(lines))  # ends: the cancel is the job's final event
+                assert [json.loads(e["data"])["action"] for e in rest] == ["model_download_cancelled"]
+        assert "Traceback" not in live.log()
 
 
 @pytest.fixture
