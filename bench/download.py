@@ -480,7 +480,7 @@ class DashboardWay:
             response = client.post("/api/jobs/", json={"model": REPO_ID})
             if response.status_code not in (200, 201):
                 raise RuntimeError(f"POST /api/jobs/ answered {response.status_code}: {response.text[:300]}")
-            job = response.json()
+            job = response.json()["jobs"][0]
             job_id = job["id"]
             listener = WebSocketListener(self.live.url, f"/ws/jobs/{job_id}/", dict(client.cookies.items()))
             listener.start()

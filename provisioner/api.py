@@ -1,117 +1,205 @@
-"""JSON API for jobs: what scripts and other rbee parts use instead of the pages."""
+"""JSON API for jobs and hives: what scripts and other rbee parts use instead of the pages."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404
-from django.views.decorators.http import require_GET, require_http_methods
+from django.db.models import Count, Q, Sum
+from django.http import Http404, HttpRequest, StreamingHttpResponse
+from ninja import Query, Router, Status
 
-from catalog.models import Hive
+from catalog.models import Hive, ModelEntry
 from provisioner.forms import DownloadForm
 from provisioner.models import DownloadJob, NarrationEvent
-from rbee.auth import api_staff_required
+from provisioner.schemas import EventsOut, HiveOut, HivesOut, JobCreateIn, JobFilter, JobOut, JobsOut
+from provisioner.stream import narration_stream, resume_point
+from rbee.api import ERRORS, ErrorOut, Refusal
 
 EVENTS_PAGE = 500
+JOB_LIST_SIZE = 200
+
+router = Router()
 
 
-def job_json(job: DownloadJob) -> dict[str, Any]:
-    return {
-        "id": job.pk,
-        "reference": job.reference,
-        "name": job.display_name,
-        "hive": job.hive.name,
-        "hive_online": job.hive.is_online(),
-        "vendor": job.vendor,
-        "state": job.state,
-        "bytes_done": job.bytes_done,
-        "bytes_total": job.bytes_total,
-        "percent": job.percent,
-        "speed_bps": job.speed_bps,
-        "eta_s": job.eta_s,
-        "queue_position": job.queue_position(),
-        "revision": job.revision,
-        "error": job.error,
-        "error_kind": job.error_kind,
-        "entry_id": job.entry_id,
-        "last_seq": job.last_seq,
-        "created_at": job.created_at.isoformat(),
-        "started_at": job.started_at.isoformat() if job.started_at else None,
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-        "url": job.get_absolute_url(),
-    }
+def _submit(reference: str, hive: Hive, user: object) -> tuple[DownloadJob, bool]:
+    return DownloadJob.submit(reference, hive, user)
 
 
-def event_json(event: NarrationEvent) -> dict[str, Any]:
-    return {
-        "seq": event.seq,
-        "emitted_at": event.emitted_at.isoformat(),
-        "actor": event.actor,
-        "action": event.action,
-        "target": event.target,
-        "level": event.level,
-        "human": event.human,
-        "fields": event.fields,
-    }
+def _cancel(job: DownloadJob, user: object) -> bool:
+    """Stop a queued or running job; False when it has already finished."""
+    return job.cancel(by=user)
 
 
-@api_staff_required
-@require_http_methods(["GET", "POST"])
-def jobs_index(request: HttpRequest) -> HttpResponse:
-    if request.method == "POST":
-        return _create(request)
+def _retry(job: DownloadJob, user: object) -> bool:
+    """Queue a failed or cancelled job again; False when its state, its error or
+    another active job forbids it."""
+    return job.retry(by=user)
+
+
+def _get_job_or_404(pk: int) -> DownloadJob:
+    job = DownloadJob.objects.select_related("hive").filter(pk=pk).first()
+    if job is None:
+        raise Http404(f"no job {pk}")
+    return job
+
+
+def _hives_named(payload: JobCreateIn) -> tuple[list[Hive], dict[str, list[str]]]:
+    """The hives a create names (the default hive when it names none), or the field errors."""
+    if payload.hive is not None and payload.hives is not None:
+        return [], {"hives": ["give either hive or hives, not both"]}
+    field, names = ("hives", payload.hives) if payload.hives is not None else ("hive", [payload.hive or ""])
+    names = list(dict.fromkeys(n.strip() for n in names if n and n.strip()))
+    if not names:
+        if field == "hives":
+            return [], {"hives": ["name at least one hive"]}
+        return [Hive.default()], {}
+    found = {h.name: h for h in Hive.objects.filter(name__in=names)}
+    if unknown := [n for n in names if n not in found]:
+        return [], {field: [f"unknown hive {n!r}" for n in unknown]}
+    return [found[n] for n in names], {}
+
+
+@router.get("/jobs/", response={200: JobsOut, **ERRORS}, tags=["jobs"], summary="Jobs, newest first")
+def list_jobs(request: HttpRequest, filters: Query[JobFilter]) -> dict[str, object]:
     jobs = DownloadJob.objects.select_related("hive")
-    if state := request.GET.get("state"):
-        jobs = jobs.filter(state=state)
-    if hive := request.GET.get("hive"):
-        jobs = jobs.filter(hive__name=hive)
-    return JsonResponse({"jobs": [job_json(j) for j in jobs[:200]]})
+    if filters.state:
+        jobs = jobs.filter(state=filters.state)
+    if filters.hive:
+        jobs = jobs.filter(hive__name=filters.hive)
+    return {"jobs": list(jobs[:JOB_LIST_SIZE])}
 
 
-def _create(request: HttpRequest) -> HttpResponse:
-    try:
-        body = json.loads(request.body or b"{}")
-    except ValueError:
-        return JsonResponse({"error": "the body must be JSON"}, status=400)
-    if not isinstance(body, dict):
-        return JsonResponse({"error": 'expected {"model": "..."}'}, status=400)
-    data = {"model": body.get("model", "")}
-    if hive_name := body.get("hive"):
-        hive = Hive.objects.filter(name=hive_name).first()
-        if hive is None:
-            return JsonResponse({"error": f"unknown hive {hive_name!r}"}, status=400)
-        data["hive"] = str(hive.pk)
-    form = DownloadForm(data)
-    if not form.is_valid():
-        return JsonResponse({"error": "invalid request", "fields": form.errors}, status=400)
-    job, created = DownloadJob.submit(form.cleaned_data["model"], form.cleaned_data["hive"], request.user)
-    return JsonResponse(job_json(job), status=201 if created else 200)
+@router.post("/jobs/", response={200: JobsOut, 201: JobsOut, **ERRORS}, tags=["jobs"], summary="Download a model")
+def create_jobs(request: HttpRequest, payload: JobCreateIn) -> Status[dict[str, object]]:
+    """One job per hive (`hive`, or `hives`, or the default hive). A hive that already has
+    an active job for the model gets that job back instead of a new one: 201 when at
+    least one job is new, 200 when none is. Bad input creates nothing."""
+    hives, errors = _hives_named(payload)
+    form = DownloadForm({"model": payload.model})
+    form.is_valid()
+    if "model" in form.errors:
+        errors = {"model": [str(e) for e in form.errors["model"]], **errors}
+    if errors:
+        summary = "; ".join(f"{name}: {' '.join(messages)}" for name, messages in errors.items())
+        raise Refusal(400, f"invalid request: {summary}", errors)
+    jobs, any_created = [], False
+    for hive in hives:
+        job, created = _submit(form.cleaned_data["model"], hive, request.user)
+        jobs.append(job)
+        any_created |= created
+    return Status(201 if any_created else 200, {"jobs": jobs})
 
 
-@api_staff_required
-@require_GET
-def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    job = get_object_or_404(DownloadJob.objects.select_related("hive"), pk=pk)
-    return JsonResponse(job_json(job))
+@router.get("/jobs/{int:pk}/", response={200: JobOut, **ERRORS}, tags=["jobs"], summary="One job")
+def get_job(request: HttpRequest, pk: int) -> DownloadJob:
+    """State, bytes, speed, ETA and where the bytes came from."""
+    return _get_job_or_404(pk)
 
 
-@api_staff_required
-@require_GET
-def job_events(request: HttpRequest, pk: int) -> HttpResponse:
-    job = get_object_or_404(DownloadJob, pk=pk)
-    try:
-        after = int(request.GET.get("after", "0"))
-    except ValueError:
-        return JsonResponse({"error": "after must be a whole number"}, status=400)
-    events = list(job.events.filter(seq__gt=after).order_by("seq")[:EVENTS_PAGE])
-    return JsonResponse(
-        {
-            "job": job.pk,
-            "state": job.state,
-            "events": [event_json(e) for e in events],
-            "last_seq": events[-1].seq if events else after,
-            "more": len(events) == EVENTS_PAGE,
-        }
+@router.get("/jobs/{int:pk}/events/", response={200: EventsOut, **ERRORS}, tags=["jobs"], summary="A job's narration")
+def list_job_events(request: HttpRequest, pk: int, after: int = 0) -> dict[str, object]:
+    """Up to 500 events after seq `after`; `more` says another page follows."""
+    job = _get_job_or_404(pk)
+    events: list[NarrationEvent] = list(job.events.filter(seq__gt=after).order_by("seq")[:EVENTS_PAGE])
+    return {
+        "job": job.pk,
+        "state": job.state,
+        "events": events,
+        "last_seq": events[-1].seq if events else after,
+        "more": len(events) == EVENTS_PAGE,
+    }
+
+
+@router.post(
+    "/jobs/{int:pk}/cancel/", response={200: JobOut, 409: ErrorOut, **ERRORS}, tags=["jobs"], summary="Cancel a job"
+)
+def cancel_job(request: HttpRequest, pk: int) -> DownloadJob:
+    """A queued job is cancelled at once; a running one stops at its next check."""
+    job = _get_job_or_404(pk)
+    if not _cancel(job, request.user):
+        raise Refusal(409, f"job {job.pk} is {job.state}; only a queued or running job can be cancelled")
+    return _get_job_or_404(pk)
+
+
+@router.post(
+    "/jobs/{int:pk}/retry/", response={200: JobOut, 409: ErrorOut, **ERRORS}, tags=["jobs"], summary="Retry a job"
+)
+def retry_job(request: HttpRequest, pk: int) -> DownloadJob:
+    """A failed or cancelled job is queued again and resumes from the bytes it kept."""
+    job = _get_job_or_404(pk)
+    if not _retry(job, request.user):
+        if job.is_finished and job.state != DownloadJob.SUCCEEDED:
+            reason = f"another job for {job.reference} is active on hive {job.hive.name}; job {job.pk} cannot be retried now"
+        else:
+            reason = f"job {job.pk} is {job.state}; only a failed or cancelled job can be retried"
+        raise Refusal(409, reason)
+    return _get_job_or_404(pk)
+
+
+@router.get(
+    "/jobs/{int:pk}/stream/",
+    response={200: None, **ERRORS},
+    tags=["jobs"],
+    summary="A job's narration, live (Server-Sent Events)",
+    openapi_extra={
+        "parameters": [
+            {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "integer"}},
+        ],
+        "responses": {
+            200: {
+                "description": "`text/event-stream`: `id: <seq>`, `event: narration`, `data: <event as in /events/>`",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            }
+        },
+    },
+)
+async def stream_job_events(request: HttpRequest, pk: int, after: int = 0) -> StreamingHttpResponse:
+    """Every narration event after `Last-Event-ID` (or `after`), then live ones as they
+    happen; the stream ends after the job's final event. A comment every 15 s keeps
+    proxies from closing a quiet stream."""
+    if not await DownloadJob.objects.filter(pk=pk).aexists():
+        raise Http404(f"no job {pk}")
+    start = resume_point(request.headers.get("Last-Event-ID"), after)
+    if start is None:
+        raise Refusal(400, "Last-Event-ID must be a whole number", {"Last-Event-ID": ["must be a whole number"]})
+    response = StreamingHttpResponse(narration_stream(pk, start), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+@router.get("/hives/", response={200: HivesOut, **ERRORS}, tags=["hives"], summary="Hives, their disks and queues")
+def list_hives(request: HttpRequest) -> dict[str, object]:
+    return {"hives": [_hive_json(h, used) for h, used in _hives_with_usage(Hive.objects.all())]}
+
+
+@router.get("/hives/{name}/", response={200: HiveOut, **ERRORS}, tags=["hives"], summary="One hive")
+def get_hive(request: HttpRequest, name: str) -> dict[str, object]:
+    rows = _hives_with_usage(Hive.objects.filter(name=name))
+    if not rows:
+        raise Http404(f"no hive {name!r}")
+    return _hive_json(*rows[0])
+
+
+def _hives_with_usage(hives: Any) -> list[tuple[Hive, int]]:
+    counted = hives.annotate(
+        active_jobs=Count("jobs", filter=Q(jobs__state__in=DownloadJob.ACTIVE_STATES)),
+        queued_jobs=Count("jobs", filter=Q(jobs__state=DownloadJob.QUEUED)),
     )
+    used = dict(ModelEntry.objects.values_list("hive").annotate(total=Sum("size_bytes")))
+    return [(hive, used.get(hive.pk) or 0) for hive in counted]
+
+
+def _hive_json(hive: Any, catalog_bytes: int) -> dict[str, object]:
+    total, free = hive.disk_space()
+    return {
+        "name": hive.name,
+        "online": hive.is_online(),
+        "models_dir": str(hive.path),
+        "disk_total": total,
+        "disk_free": free,
+        "catalog_bytes": catalog_bytes,
+        "active_jobs": hive.active_jobs,
+        "queued_jobs": hive.queued_jobs,
+        "last_heartbeat": hive.last_heartbeat,
+    }

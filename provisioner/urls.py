@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from provisioner import api, views
+from provisioner import views
 
 urlpatterns = [
     path("models/<int:pk>/delete/", views.model_delete, name="model_delete"),
@@ -12,7 +12,4 @@ urlpatterns = [
     path("jobs/<int:pk>/", views.job_detail, name="job_detail"),
     path("jobs/<int:pk>/cancel/", views.job_cancel, name="job_cancel"),
     path("jobs/<int:pk>/retry/", views.job_retry, name="job_retry"),
-    path("api/jobs/", api.jobs_index, name="api_jobs"),
-    path("api/jobs/<int:pk>/", api.job_detail, name="api_job"),
-    path("api/jobs/<int:pk>/events/", api.job_events, name="api_job_events"),
 ]

@@ -135,6 +135,8 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "channels",
     "django_htmx",
+    # The JSON API; listed so its docs page uses the bundled Swagger UI, not a CDN.
+    "ninja",
     "catalog",
     "provisioner",
 ]

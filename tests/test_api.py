@@ -58,7 +58,7 @@ def test_token_posts_need_no_csrf(hive, bearer, settings):
     client = Client(enforce_csrf_checks=True)
     response = client.post("/api/jobs/", {"model": "acme/x"}, content_type="application/json", headers=bearer)
     assert response.status_code == 201
-    job = DownloadJob.objects.get(pk=response.json()["id"])
+    job = DownloadJob.objects.get(pk=response.json()["jobs"][0]["id"])
     assert job.requested_by.username == "alice"
     wait_finished(job)
     assert ApiToken.objects.get().last_used_at is not None
@@ -68,7 +68,7 @@ def test_it_downloads_and_reports_through_the_api(hub, hive, bearer, client):
     hub.add_repo("acme/api", {"config.json": b'{"x": 1}', "model.safetensors": b"w" * 5000})
     response = client.post("/api/jobs/", {"model": "hf:acme/api"}, content_type="application/json", headers=bearer)
     assert response.status_code == 201
-    created = response.json()
+    [created] = response.json()["jobs"]
     assert created["reference"] == "hf:acme/api" and created["hive"] == "local"
     job = wait_finished(DownloadJob.objects.get(pk=created["id"]))
 
@@ -96,7 +96,7 @@ def test_it_downloads_and_reports_through_the_api(hub, hive, bearer, client):
 def test_a_second_identical_post_returns_the_first_job(hive, bearer, client):
     first = DownloadJob.objects.create(reference="hf:acme/dup", hive=hive)
     response = client.post("/api/jobs/", {"model": "acme/dup"}, content_type="application/json", headers=bearer)
-    assert response.status_code == 200 and response.json()["id"] == first.pk
+    assert response.status_code == 200 and [j["id"] for j in response.json()["jobs"]] == [first.pk]
 
 
 @pytest.mark.parametrize(
@@ -129,7 +129,7 @@ def test_remote_text_is_returned_as_data(hive, bearer, client):
     job = DownloadJob.objects.create(reference="hf:a/b", hive=hive)
     job.narrate(Action.FAILED, "<img src=x onerror=alert(1)>")
     events = client.get(f"/api/jobs/{job.pk}/events/", headers=bearer)
-    assert events["Content-Type"] == "application/json"
+    assert events["Content-Type"].startswith("application/json")
     assert events.json()["events"][0]["human"] == "<img src=x onerror=alert(1)>"
 
 
@@ -138,3 +138,59 @@ def test_model_list_filters(hive, bearer, client):
     ModelEntry.objects.create(hive=hive, reference="ollama:library/two:latest", name="two", vendor="ollama", path="/x/2")
     names = [m["name"] for m in client.get("/api/models/?vendor=ollama", headers=bearer).json()["models"]]
     assert names == ["two"]
+
+
+def test_the_schema_is_openapi_3_and_covers_every_call(alice_client, db):
+    schema = alice_client.get("/api/openapi.json").json()
+    assert schema["openapi"].startswith("3.")
+    assert {
+        "/api/jobs/": {"get", "post"},
+        "/api/jobs/{pk}/": {"get"},
+        "/api/jobs/{pk}/events/": {"get"},
+        "/api/jobs/{pk}/stream/": {"get"},
+        "/api/jobs/{pk}/cancel/": {"post"},
+        "/api/jobs/{pk}/retry/": {"post"},
+        "/api/models/": {"get"},
+        "/api/models/{pk}/": {"get", "delete"},
+        "/api/hives/": {"get"},
+        "/api/hives/{name}/": {"get"},
+    } == {path: set(operations) for path, operations in schema["paths"].items()}
+    assert all(op["security"] for ops in schema["paths"].values() for op in ops.values())
+    assert "bytes_from_peers" in schema["components"]["schemas"]["JobOut"]["properties"]
+
+
+def test_the_schema_needs_staff_like_the_api(client, bob_client, bearer, db):
+    assert client.get("/api/openapi.json").json() == {"error": "authentication required"}
+    assert bob_client.get("/api/openapi.json").status_code == 403
+    assert client.get("/api/openapi.json", headers=bearer).status_code == 200
+
+
+def test_the_docs_page_needs_a_staff_login_and_no_cdn(client, alice_client, db):
+    from django.contrib.staticfiles import finders
+
+    assert client.get("/api/docs").url == "/accounts/login/?next=/api/docs"
+    page = alice_client.get("/api/docs").content.decode()
+    assert "/static/ninja/swagger-ui-bundle.js" in page and "/api/openapi.json" in page
+    assert "https://" not in page and "//cdn" not in page
+    assert finders.find("ninja/swagger-ui-bundle.js") and finders.find("ninja/swagger-ui.css")
+
+
+@pytest.mark.parametrize(
+    ("path", "error"),
+    [
+        ("/api/nothing/", "no API route /api/nothing/"),
+        ("/api/jobs/abc/", "no API route /api/jobs/abc/"),
+        ("/api/jobs", "no API route /api/jobs; did you mean /api/jobs/?"),
+        ("/api/", "no API route /api/; the docs are at /api/docs"),
+    ],
+)
+def test_unknown_routes_answer_json(alice_client, db, path, error):
+    response = alice_client.get(path)
+    assert response.status_code == 404
+    assert response.json() == {"error": error}
+
+
+def test_wrong_methods_answer_json(alice_client, db):
+    response = alice_client.delete("/api/jobs/")
+    assert response.status_code == 405
+    assert response.json() == {"error": "DELETE is not allowed here"}

@@ -103,7 +103,7 @@ def test_the_catalog_page_shows_disk_used_by_partials(hive, settings, alice_clie
 def _download_until(live: LiveDashboard, model: str, nbytes: int) -> dict:
     """Start a download on the live server and return its job once it holds ``nbytes``."""
     client = live.client()
-    job = client.post("/api/jobs/", json={"model": model}).json()
+    [job] = client.post("/api/jobs/", json={"model": model}).json()["jobs"]
     deadline = time.monotonic() + 30
     while client.get(f"/api/jobs/{job['id']}/").json()["bytes_done"] < nbytes:
         assert time.monotonic() < deadline, live.log()

@@ -33,7 +33,7 @@ def test_the_api_says_whether_the_jobs_hive_is_online(alice_client, settings):
     settings.RBEE_SCALED = True
     Hive.objects.create(name="gamma")
     response = alice_client.post("/api/jobs/", {"model": "acme/x", "hive": "gamma"}, content_type="application/json")
-    body = response.json()
+    [body] = response.json()["jobs"]
     assert body["hive"] == "gamma" and body["hive_online"] is False and body["state"] == "queued"
     page = alice_client.get(body["url"]).content.decode()
     assert "hive gamma is offline" in page

@@ -126,7 +126,7 @@ class Cluster:
     def submit(self, client: httpx.Client, model: str, hive: str) -> dict[str, Any]:
         response = client.post("/api/jobs/", json={"model": model, "hive": hive})
         assert response.status_code == 201, response.text
-        return response.json()
+        return response.json()["jobs"][0]
 
     def wait_for(self, client: httpx.Client, job_id: int, states: tuple[str, ...]) -> dict[str, Any]:
         try:

@@ -1,0 +1,128 @@
+"""The shapes the jobs and hives API reads and answers, for validation and the OpenAPI document."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from ninja import Schema
+
+from provisioner.models import DownloadJob
+
+
+def source_bytes(job: DownloadJob) -> tuple[int, int]:
+    """(bytes from the origin, bytes from peer hives). No hive serves another yet, so
+    every byte came from the origin; the fleet's peer transfers will split this."""
+    return job.bytes_done, 0
+
+
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class JobOut(Schema):
+    id: int
+    reference: str
+    name: str
+    hive: str
+    hive_online: bool
+    vendor: str
+    state: JobState
+    bytes_done: int
+    bytes_total: int | None
+    bytes_from_origin: int
+    bytes_from_peers: int
+    percent: float | None
+    speed_bps: float | None
+    eta_s: float | None
+    queue_position: int | None
+    revision: str
+    error: str
+    error_kind: str
+    entry_id: int | None
+    last_seq: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    url: str
+
+    @staticmethod
+    def resolve_name(job: DownloadJob) -> str:
+        return job.display_name
+
+    @staticmethod
+    def resolve_hive(job: DownloadJob) -> str:
+        return job.hive.name
+
+    @staticmethod
+    def resolve_hive_online(job: DownloadJob) -> bool:
+        return job.hive.is_online()
+
+    @staticmethod
+    def resolve_bytes_from_origin(job: DownloadJob) -> int:
+        return source_bytes(job)[0]
+
+    @staticmethod
+    def resolve_bytes_from_peers(job: DownloadJob) -> int:
+        return source_bytes(job)[1]
+
+    @staticmethod
+    def resolve_queue_position(job: DownloadJob) -> int | None:
+        return job.queue_position()
+
+    @staticmethod
+    def resolve_last_seq(job: DownloadJob) -> int:
+        return job.last_seq
+
+    @staticmethod
+    def resolve_url(job: DownloadJob) -> str:
+        return job.get_absolute_url()
+
+
+class JobsOut(Schema):
+    jobs: list[JobOut]
+
+
+class EventOut(Schema):
+    seq: int
+    emitted_at: datetime
+    actor: str
+    action: str
+    target: str
+    level: str
+    human: str
+    fields: dict[str, Any]
+
+
+class EventsOut(Schema):
+    job: int
+    state: JobState
+    events: list[EventOut]
+    last_seq: int
+    more: bool
+
+
+class JobCreateIn(Schema):
+    model: str
+    hive: str | None = None
+    hives: list[str] | None = None
+
+
+class JobFilter(Schema):
+    state: JobState | None = None
+    hive: str | None = None
+
+
+class HiveOut(Schema):
+    name: str
+    online: bool
+    models_dir: str
+    disk_total: int | None
+    disk_free: int | None
+    catalog_bytes: int
+    active_jobs: int
+    queued_jobs: int
+    last_heartbeat: datetime | None
+
+
+class HivesOut(Schema):
+    hives: list[HiveOut]
