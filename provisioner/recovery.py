@@ -95,7 +95,7 @@ def _files_match_plan(folder: Path, plan: Plan) -> bool:
 
 def _recover_entry(job: DownloadJob, folder: Path) -> ModelEntry:
     from provisioner.references import parse_reference
-    from provisioner.vendors.http import hash_file
+    from provisioner.vendors.transfer import hash_file
 
     plan = Plan.from_json(job.plan or {})
     ref = parse_reference(job.reference)

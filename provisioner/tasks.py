@@ -27,7 +27,7 @@ from provisioner.models import DownloadJob, worker_id
 from provisioner.narration import narrate, push_job_created
 from provisioner.references import Reference, UnsupportedReference, parse_reference
 from provisioner.vendors import SUPPORTED_FORMS_TEXT, vendor_for
-from provisioner.vendors.base import Cancelled, DiskFull, DownloadError, Plan, UnsafePath, inside
+from provisioner.vendors.base import Cancelled, DiskFull, DownloadError, FetchResult, Plan, UnsafePath, inside
 from rbee.formatting import human_bytes, human_duration
 
 logger = logging.getLogger(__name__)
@@ -371,11 +371,11 @@ def _run(job: DownloadJob, token: JobCancelToken) -> None:
                 fields={"bytes_done": on_disk, "bytes_total": plan.total_bytes},
             )
         job.partial_dir.mkdir(parents=True, exist_ok=True)
-        digests = vendor.fetch(plan, job.partial_dir, progress, token)
+        fetched = vendor.fetch(plan, job.partial_dir, progress, token)
         if token():
             raise Cancelled()
         progress.emit()
-        entry = _install(job, plan, ref, vendor.name, models_dir, digests)
+        entry = _install(job, plan, ref, vendor.name, models_dir, fetched)
         job.entry = entry
         _finish(
             job,
@@ -450,7 +450,7 @@ def _finish(
 
 
 def _install(
-    job: DownloadJob, plan: Plan, ref: Reference, vendor: str, models_dir: Path, digests: dict[str, str]
+    job: DownloadJob, plan: Plan, ref: Reference, vendor: str, models_dir: Path, fetched: FetchResult
 ) -> ModelEntry:
     """Move the verified files into place, then write the entry: the entry comes last."""
     final = _install_folder(job, ref, models_dir)
@@ -470,14 +470,14 @@ def _install(
             models_root=str(models_dir.resolve()),
             size_bytes=plan.total_bytes,
             file_count=len(plan.files),
-            linked=bool(plan.extra.get("linked")),
+            linked=fetched.linked,
         )
         ModelFile.objects.bulk_create(
             ModelFile(
                 entry=entry,
                 path=f.path,
                 size_bytes=f.size,
-                sha256=digests.get(f.path, f.sha256 or ""),
+                sha256=fetched.sha256.get(f.path, f.sha256 or ""),
                 media_type=f.media_type,
             )
             for f in plan.files

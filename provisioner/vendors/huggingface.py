@@ -20,18 +20,17 @@ from huggingface_hub.errors import (
 )
 
 from provisioner.references import HuggingFaceRef, Reference
-from provisioner.vendors import http
+from provisioner.vendors import transfer
 from provisioner.vendors.base import (
     AccessDenied,
     CancelToken,
     DownloadError,
+    FetchResult,
     NetworkError,
     NotFound,
     Plan,
     PlannedFile,
     Progress,
-    VerificationError,
-    inside,
     safe_relative_path,
 )
 
@@ -80,6 +79,10 @@ class HuggingFaceVendor:
 
     def supports(self, ref: Reference) -> bool:
         return isinstance(ref, HuggingFaceRef)
+
+    def validate(self, ref: Reference) -> None:
+        """Nothing to refuse before asking the Hub: parsing checked the repo id already."""
+        assert isinstance(ref, HuggingFaceRef)
 
     def _api(self) -> HfApi:
         # token=False: never fall back to a token file on the server's disk.
@@ -163,25 +166,29 @@ class HuggingFaceVendor:
             return f"no file of {ref.repo_id} matches '{ref.selector}'; quants available: {', '.join(quants)}"
         return f"no file of {ref.repo_id} matches '{ref.selector}'"
 
-    def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> dict[str, str]:
+    def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> FetchResult:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         blob_ids: dict[str, str] = plan.extra.get("git_blob_ids", {})
         digests = {}
-        with http.make_client(headers) as client:
-            for planned in plan.files:
-                digests[planned.path] = http.fetch_planned(client, planned, dest, progress, cancelled)
-                if expected := blob_ids.get(planned.path):
-                    if _git_blob_id(inside(dest, planned.path)) != expected:
-                        # Once more from scratch, as for a sha256 mismatch, then give up.
-                        inside(dest, planned.path).unlink()
-                        progress.restarted(planned.path, "git blob id does not match; downloading it again")
-                        digests[planned.path] = http.fetch_planned(client, planned, dest, progress, cancelled)
-                        if _git_blob_id(inside(dest, planned.path)) != expected:
-                            inside(dest, planned.path).unlink()
-                            raise VerificationError(
-                                f"{planned.path}: content does not match the Hub's git blob id {expected}"
-                            )
-        return digests
+        for planned in plan.files:
+            expected = blob_ids.get(planned.path)
+            digests[planned.path] = transfer.fetch_file(
+                planned,
+                dest,
+                progress,
+                cancelled,
+                headers=headers,
+                verify=_matches_blob_id(expected) if expected else None,
+            )
+        return FetchResult(sha256=digests)
+
+
+def _matches_blob_id(expected: str) -> transfer.Verify:
+    def verify(path: Path) -> str | None:
+        actual = _git_blob_id(path)
+        return None if actual == expected else f"git blob id is {actual}, the Hub's is {expected}"
+
+    return verify
 
 
 def _git_blob_id(path: Path) -> str:

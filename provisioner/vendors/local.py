@@ -29,6 +29,7 @@ from provisioner.vendors.base import (
     CancelToken,
     DiskFull,
     DownloadError,
+    FetchResult,
     NotFound,
     Plan,
     PlannedFile,
@@ -167,10 +168,12 @@ class LocalVendor:
             # sha256 is unknown here: the preview plans on every keystroke, and
             # hashing a 40 GB folder is the fetch's work, not the plan's.
             files=[PlannedFile(path=s.relative, size=s.size, url=f"file:{s.real}") for s in sources],
+            # A guess for the disk check and the preview (same filesystem: links, no space);
+            # what fetch actually did is in its FetchResult.
             extra={"source": ref.path, "linked": all(s.device == device for s in sources)},
         )
 
-    def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> dict[str, str]:
+    def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> FetchResult:
         """Hardlink (same filesystem) or copy each file, hashing it either way.
 
         The sources are looked up again rather than trusted from the plan: a job
@@ -197,10 +200,9 @@ class LocalVendor:
             digest = self._hash_or_copy(source, target, copy=not linked, progress=progress, cancelled=cancelled)
             progress.file_done(planned.path, planned.size, digest)
             digests[planned.path] = digest
-        # What actually happened wins over the plan's guess (a link can be refused,
-        # e.g. by fs.protected_hardlinks); the job records this on the entry.
-        plan.extra["linked"] = all_linked
-        return digests
+        # What actually happened, not the plan's guess: a link can be refused
+        # (e.g. by fs.protected_hardlinks) and the file copied instead.
+        return FetchResult(sha256=digests, linked=all_linked)
 
     def _link(self, source: str, target: Path) -> bool:
         try:

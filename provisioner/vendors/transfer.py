@@ -1,9 +1,10 @@
-"""Resumable, verified file transfer over HTTP, shared by every vendor that downloads.
+"""The bytes over HTTP: every request a vendor makes to a download source goes through here.
 
 Owns the bytes end to end: a partial file on disk is continued with a Range
 request (across process restarts too), every byte is hashed as it is written, a
 request that goes quiet is abandoned and retried, and a finished file is checked
-for size and sha256 before anyone calls it done.
+for size, sha256 and whatever else the vendor knows (``verify``) before anyone
+calls it done.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import socket
 import ssl
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
@@ -50,8 +51,14 @@ HASH_BLOCK = 4 * 1024 * 1024
 WRITE_BLOCK = 1024 * 1024
 FLUSH_S = 1.0
 MAX_RETRY_AFTER_S = 300.0
+MAX_REDIRECTS = 10
 USER_AGENT = "rbee-model-dashboard/1.0"
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_REDIRECTS = {301, 302, 303, 307, 308}
+_RING = 3  # buffers in flight: one filling, up to two being hashed
+
+#: A check run on a finished file after size and sha256 passed: a problem, or None.
+Verify = Callable[[Path], "str | None"]
 
 
 class _Retry(Exception):
@@ -63,15 +70,147 @@ class _Retry(Exception):
         self.retry_after = retry_after
 
 
-def make_client(headers: Mapping[str, str] | None = None) -> httpx.Client:
-    """One client per job: connection reuse across files, redirects followed.
+def _host_port(url: str) -> str:
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        port = 0
+    return f"{parts.hostname}:{port}"
 
-    httpx drops the Authorization header when a redirect leaves the origin, so a
-    Hub token never reaches the CDN a file is redirected to.
+
+def transport_failure(exc: BaseException, url: str) -> str:
+    """A description of a failed connection, naming the host it was to."""
+    return f"could not reach {_host_port(url)}: {type(exc).__name__} {exc}".strip()
+
+
+_ssl_context: ssl.SSLContext | None = None
+
+
+def _tls() -> ssl.SSLContext:
+    """httpx's context: certifi's roots, or SSL_CERT_FILE / SSL_CERT_DIR, as the Hub client uses."""
+    global _ssl_context
+    if _ssl_context is None:
+        _ssl_context = httpx.create_ssl_context()
+    return _ssl_context
+
+
+def _connect(url: str) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
+    """A connection for one request to ``url``: the request target, and any proxy headers.
+
+    Goes through the proxy the environment names (``HTTPS_PROXY``, ``HTTP_PROXY``,
+    ``NO_PROXY``), as curl, httpx and huggingface_hub do: HTTPS through a CONNECT
+    tunnel, plain HTTP with the absolute URL as target.
     """
-    timeout = httpx.Timeout(connect=15.0, read=settings.RBEE_STALL_TIMEOUT, write=30.0, pool=30.0)
-    all_headers = {"User-Agent": USER_AGENT, **(headers or {})}
-    return httpx.Client(timeout=timeout, follow_redirects=True, headers=all_headers, max_redirects=10)
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host or parts.scheme not in ("http", "https"):
+        raise DownloadError("only http and https URLs with a host can be downloaded", kind="unsupported")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise DownloadError("the URL has an invalid port", kind="unsupported") from None
+    timeout = settings.RBEE_STALL_TIMEOUT
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    proxy = None if urllib.request.proxy_bypass(host) else urllib.request.getproxies().get(parts.scheme)
+    if not proxy:
+        conn: http.client.HTTPConnection
+        if parts.scheme == "https":
+            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=_tls())
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        return conn, target, {}
+    via = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    if not via.hostname:
+        raise DownloadError("the proxy setting names no host")
+    auth = {}
+    if via.username:
+        secret = f"{unquote(via.username)}:{unquote(via.password or '')}".encode()
+        auth["Proxy-Authorization"] = "Basic " + base64.b64encode(secret).decode()
+    if parts.scheme == "https":
+        tunnel = http.client.HTTPSConnection(via.hostname, via.port or 8080, timeout=timeout, context=_tls())
+        tunnel.set_tunnel(host, port, headers=auth)
+        return tunnel, target, {}
+    conn = http.client.HTTPConnection(via.hostname, via.port or 8080, timeout=timeout)
+    return conn, urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, "")), auth
+
+
+# -- one request -----------------------------------------------------------------------
+
+
+class Response:
+    """An answer whose body has not been read: status and headers (lower-case names)."""
+
+    def __init__(self, url: str, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> None:
+        self.url = url
+        self.conn = conn
+        self.resp = resp
+        self.status_code = resp.status
+        self.headers = {k.lower(): v for k, v in resp.getheaders()}
+
+    def read(self, limit: int) -> bytes:
+        """The whole body, refused when longer than ``limit`` bytes."""
+        try:
+            body = self.resp.read(limit + 1)
+        except (OSError, http.client.HTTPException) as exc:
+            raise NetworkError(transport_failure(exc, self.url)) from None
+        if len(body) > limit:
+            raise DownloadError(f"the answer from {_host_port(self.url)} is larger than {limit} bytes")
+        return body
+
+    def close(self) -> None:
+        self.resp.close()
+        self.conn.close()
+
+    def __enter__(self) -> Response:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port
+
+
+def _open(method: str, url: str, headers: Mapping[str, str]) -> Response:
+    """One request with redirects followed, every hop connected (and checked) afresh.
+
+    Authorization is dropped when a redirect leaves the origin, so a Hub token
+    never reaches the CDN a file is redirected to. The body is read with
+    http.client straight into our buffers: on a fast link httpx's per-chunk copies
+    cost more CPU than the transfer itself (bench/). A transport failure is a
+    NetworkError in fixed words, naming the hop that failed.
+    """
+    all_headers = {"User-Agent": USER_AGENT, **headers}
+    for _ in range(MAX_REDIRECTS + 1):
+        conn, target, proxy_headers = _connect(url)
+        try:
+            conn.request(method, target, headers={**all_headers, **proxy_headers})
+            resp = conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise NetworkError(transport_failure(exc, url)) from None
+        except BaseException:
+            conn.close()
+            raise
+        location = resp.getheader("Location")
+        if resp.status in _REDIRECTS and location:
+            resp.close()
+            conn.close()
+            new = urljoin(url, location)
+            if _origin(new) != _origin(url):
+                all_headers = {k: v for k, v in all_headers.items() if k.lower() != "authorization"}
+            url = new
+            continue
+        return Response(url, conn, resp)
+    raise NetworkError(f"more than {MAX_REDIRECTS} redirects ({_host_port(url)})")
+
+
+def request(method: str, url: str, *, headers: Mapping[str, str] | None = None) -> Response:
+    """A request whose answer the caller reads (plans, manifests, tokens); close it after."""
+    return _open(method, url, headers or {})
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -81,8 +220,9 @@ def retry_after_seconds(value: str | None) -> float | None:
         return min(MAX_RETRY_AFTER_S, max(0.0, float(value)))
     except ValueError:
         pass
-    parsed = email.utils.parsedate_to_datetime(value) if value else None
-    if parsed is None:
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return None
     return min(MAX_RETRY_AFTER_S, max(0.0, parsed.timestamp() - time.time()))
 
@@ -101,12 +241,25 @@ def hash_file(path: Path, upto: int | None = None) -> hashlib._Hash:
     return hasher
 
 
-def fetch_planned(
-    client: httpx.Client, planned: PlannedFile, dest: Path, progress: Progress, cancelled: CancelToken
+# -- one file --------------------------------------------------------------------------
+
+
+def fetch_file(
+    planned: PlannedFile,
+    dest: Path,
+    progress: Progress,
+    cancelled: CancelToken,
+    *,
+    headers: Mapping[str, str] | None = None,
+    verify: Verify | None = None,
 ) -> str:
-    """Download one planned file into ``dest`` at its (checked) relative path."""
+    """Download one planned file into ``dest`` at its (checked) relative path; its sha256.
+
+    ``headers`` go with every request (Authorization is dropped on a redirect to
+    another origin); ``verify`` is the vendor's own check of a finished file,
+    failed the way a sha256 mismatch is.
+    """
     digest = download(
-        client,
         planned.url,
         inside(dest, planned.path),
         label=planned.path,
@@ -114,6 +267,8 @@ def fetch_planned(
         sha256=planned.sha256,
         progress=progress,
         cancelled=cancelled,
+        headers=headers or {},
+        verify=verify,
     )
     progress.file_done(planned.path, planned.size, digest)
     return digest
@@ -134,7 +289,6 @@ class _Digest:
 
 
 def download(
-    client: httpx.Client,
     url: str,
     part: Path,
     *,
@@ -143,17 +297,20 @@ def download(
     sha256: str | None,
     progress: Progress,
     cancelled: CancelToken,
+    headers: Mapping[str, str],
+    verify: Verify | None = None,
 ) -> str:
     """Bring ``part`` to ``size`` bytes from ``url`` and return its verified sha256.
 
     Picks up whatever is already in ``part``. Transient faults are retried with
     exponential backoff (``Retry-After`` honoured); attempts that make no progress
-    are bounded so the job always ends. A digest mismatch throws the file away
-    and fetches it once more from scratch before failing.
+    are bounded so the job always ends. A file that fails verification (size,
+    sha256, then ``verify``) is thrown away and fetched once more from scratch
+    before the job fails: one bad transfer is bad luck, two is the source.
     """
     part.parent.mkdir(parents=True, exist_ok=True)
     attempts = 0
-    verified_once_failed = False
+    failed_once = False
     announced_resume = False
     digest = _Digest()
     while True:
@@ -172,7 +329,6 @@ def download(
             if offset < size or size == 0:
                 digest.catch_up(part, offset)
                 _transfer(
-                    client,
                     url,
                     part,
                     offset=offset,
@@ -181,6 +337,7 @@ def download(
                     progress=progress,
                     cancelled=cancelled,
                     digest=digest,
+                    headers=headers,
                 )
         except _Retry as exc:
             if cancelled():
@@ -195,7 +352,7 @@ def download(
             if delay is None:
                 delay = min(60.0, settings.RBEE_RETRY_BACKOFF * 2 ** (attempts - 1))
             progress.retry(label, exc.reason, attempts, delay)
-            if cancelled.wait(delay):  # type: ignore[attr-defined]
+            if cancelled.wait(delay):
                 raise Cancelled() from None
             continue
         actual_size = part.stat().st_size
@@ -206,101 +363,19 @@ def download(
             problem = f"size is {actual_size} bytes, expected {size}"
         elif sha256 and hexdigest != sha256.lower():
             problem = f"sha256 is {hexdigest}, expected {sha256.lower()}"
+        elif verify is not None:
+            problem = verify(part)
         if problem is None:
             return hexdigest
         part.unlink()
         digest = _Digest()
-        if verified_once_failed:
+        if failed_once:
             raise VerificationError(f"{label}: {problem} (again after a fresh download)")
-        verified_once_failed = True
+        failed_once = True
         progress.restarted(label, f"verification failed ({problem}); downloading it again from scratch")
 
 
-_REDIRECTS = {301, 302, 303, 307, 308}
-_RING = 3  # buffers in flight: one filling, up to two being hashed
-
-
-class _Response:
-    """What _receive needs of an answer, from http.client."""
-
-    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> None:
-        self.conn = conn
-        self.resp = resp
-        self.status_code = resp.status
-        self.headers = {k.lower(): v for k, v in resp.getheaders()}
-
-
-def _origin(url: str) -> tuple[str, str | None, int | None]:
-    parts = urlsplit(url)
-    return parts.scheme, parts.hostname, parts.port
-
-
-_ssl_context: ssl.SSLContext | None = None
-
-
-def _connect(url: str) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
-    """A connection for one GET of ``url``: the request target, and any proxy headers.
-
-    Goes through the proxy the environment names (``HTTPS_PROXY``, ``HTTP_PROXY``,
-    ``NO_PROXY``), as curl, httpx and huggingface_hub do: HTTPS through a CONNECT
-    tunnel, plain HTTP with the absolute URL as target.
-    """
-    global _ssl_context
-    parts = urlsplit(url)
-    host = parts.hostname
-    if not host or parts.scheme not in ("http", "https"):
-        raise DownloadError(f"cannot download {url!r}: only http and https URLs with a host")
-    timeout = settings.RBEE_STALL_TIMEOUT
-    if parts.scheme == "https" and _ssl_context is None:
-        _ssl_context = httpx.create_ssl_context()
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    proxy = None if urllib.request.proxy_bypass(host) else urllib.request.getproxies().get(parts.scheme)
-    if not proxy:
-        if parts.scheme == "https":
-            return http.client.HTTPSConnection(host, parts.port, timeout=timeout, context=_ssl_context), target, {}
-        return http.client.HTTPConnection(host, parts.port, timeout=timeout), target, {}
-    via = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-    if not via.hostname:
-        raise DownloadError(f"the proxy setting {proxy!r} names no host")
-    auth = {}
-    if via.username:
-        secret = f"{unquote(via.username)}:{unquote(via.password or '')}".encode()
-        auth["Proxy-Authorization"] = "Basic " + base64.b64encode(secret).decode()
-    if parts.scheme == "https":
-        tunnel = http.client.HTTPSConnection(via.hostname, via.port or 8080, timeout=timeout, context=_ssl_context)
-        tunnel.set_tunnel(host, parts.port or 443, headers=auth)
-        return tunnel, target, {}
-    conn = http.client.HTTPConnection(via.hostname, via.port or 8080, timeout=timeout)
-    return conn, urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, "")), auth
-
-
-def _get(client: httpx.Client, url: str, headers: dict[str, str]) -> _Response:
-    """GET with redirects followed; Authorization is dropped when a redirect leaves the origin.
-
-    The body is read with http.client straight into our buffers: on a fast link
-    httpx's per-chunk copies cost more CPU than the transfer itself (bench/).
-    """
-    all_headers = {k: v for k, v in client.headers.items() if k.lower() not in ("accept-encoding", "connection")}
-    all_headers.update(headers)
-    for _ in range(11):
-        conn, target, proxy_headers = _connect(url)
-        conn.request("GET", target, headers={**all_headers, **proxy_headers})
-        resp = conn.getresponse()
-        location = resp.getheader("Location")
-        if resp.status in _REDIRECTS and location:
-            resp.close()
-            conn.close()
-            new = urljoin(url, location)
-            if _origin(new) != _origin(url):
-                all_headers = {k: v for k, v in all_headers.items() if k.lower() != "authorization"}
-            url = new
-            continue
-        return _Response(conn, resp)
-    raise _Retry("too many redirects")
-
-
 def _transfer(
-    client: httpx.Client,
     url: str,
     part: Path,
     *,
@@ -310,13 +385,14 @@ def _transfer(
     progress: Progress,
     cancelled: CancelToken,
     digest: _Digest,
+    headers: Mapping[str, str],
 ) -> None:
-    headers = {"Accept-Encoding": "identity"}
+    wanted = {**headers, "Accept-Encoding": "identity"}
     if offset:
-        headers["Range"] = f"bytes={offset}-"
-    response: _Response | None = None
+        wanted["Range"] = f"bytes={offset}-"
+    response: Response | None = None
     try:
-        response = _get(client, url, headers)
+        response = _open("GET", url, wanted)
         unhook = cancelled.on_cancel(lambda: _abort(response))
         try:
             _receive(
@@ -331,12 +407,16 @@ def _transfer(
             )
         finally:
             unhook()
+    except NetworkError as exc:
+        if cancelled():
+            raise Cancelled() from None
+        raise _Retry(str(exc)) from None
     except TimeoutError:
         raise _Retry(f"no data for {settings.RBEE_STALL_TIMEOUT:g} s, the transfer stalled") from None
     except (OSError, http.client.HTTPException) as exc:
         if cancelled():
             raise Cancelled() from None
-        raise _Retry(f"connection problem: {type(exc).__name__} {exc}".strip()) from None
+        raise _Retry(transport_failure(exc, response.url if response else url)) from None
     finally:
         if response is not None:
             response.conn.close()
@@ -353,7 +433,7 @@ def _write_all(fd: int, view: memoryview, label: str) -> None:
 
 
 def _receive(
-    response: _Response,
+    response: Response,
     part: Path,
     *,
     offset: int,
@@ -453,7 +533,7 @@ def _receive(
         raise _Retry(f"connection closed after {done} of {size} bytes")
 
 
-def _abort(response: _Response) -> None:
+def _abort(response: Response) -> None:
     """Cut the socket under a blocked read so a cancel takes effect at once."""
     sock = response.conn.sock
     if sock is not None:
