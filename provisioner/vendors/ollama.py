@@ -5,6 +5,10 @@ license…). The manifest is fetched once at plan time and kept in the plan, so 
 resumed job writes exactly the manifest it planned from; the blobs are fetched by
 digest through the shared transfer, which verifies each one against its digest
 and resumes with Range.
+
+The configured registry (``RBEE_OLLAMA_REGISTRY``) is trusted, redirects to its
+blob storage included; a registry named in the reference (``ollama:HOST/…``) is
+what an admin typed, and every host it leads to is checked (transfer).
 """
 
 from __future__ import annotations
@@ -66,6 +70,11 @@ def is_valid_digest(digest: object) -> bool:
     return isinstance(digest, str) and bool(_DIGEST.match(digest))
 
 
+def is_configured_registry(base: str) -> bool:
+    """Whether ``base`` is the operator's registry, trusted, rather than one typed in a reference."""
+    return base.rstrip("/") == settings.RBEE_OLLAMA_REGISTRY.rstrip("/")
+
+
 def registry_base(ref: OllamaRef) -> str:
     """The registry a reference points at: its HOST, else RBEE_OLLAMA_REGISTRY.
 
@@ -112,7 +121,7 @@ class OllamaVendor:
         repository = f"{ref.namespace}/{ref.model}"
         url = f"{base}/v2/{repository}/manifests/{ref.tag}"
         headers = {"Accept": ACCEPT}
-        raw, token_auth = self._get_manifest(headers, url, ref, base)
+        raw, token_auth = self._get_manifest(headers, url, ref, base, trusted=is_configured_registry(base))
         digest = "sha256:" + hashlib.sha256(raw).hexdigest()
         manifest = self._parse(raw, ref)
         files: list[PlannedFile] = []
@@ -163,13 +172,15 @@ class OllamaVendor:
         assert isinstance(ref, OllamaRef)
         registry_base(ref)
 
-    def _get_manifest(self, headers: dict[str, str], url: str, ref: OllamaRef, base: str) -> tuple[bytes, bool]:
+    def _get_manifest(
+        self, headers: dict[str, str], url: str, ref: OllamaRef, base: str, *, trusted: bool
+    ) -> tuple[bytes, bool]:
         """The manifest bytes, exactly as served (its digest is over these bytes)."""
         token_auth = False
-        status, answer, raw = self._read_limited(headers, url)
-        if status == 401 and self._authorize(headers, answer):
+        status, answer, raw = self._read_limited(headers, url, trusted=trusted)
+        if status == 401 and self._authorize(headers, answer, trusted=trusted):
             token_auth = True
-            status, answer, raw = self._read_limited(headers, url)
+            status, answer, raw = self._read_limited(headers, url, trusted=trusted)
         if status == 404:
             raise NotFound(f"model or tag not found: {ref.display_name} is not in the registry at {base}", kind="not_found")
         if status in (401, 403):
@@ -187,19 +198,20 @@ class OllamaVendor:
             )
         return raw, token_auth
 
-    def _read_limited(self, headers: dict[str, str], url: str) -> tuple[int, dict[str, str], bytes]:
-        with transfer.request("GET", url, headers=headers) as response:
+    def _read_limited(self, headers: dict[str, str], url: str, *, trusted: bool) -> tuple[int, dict[str, str], bytes]:
+        with transfer.request("GET", url, headers=headers, trusted=trusted) as response:
             if response.status_code != 200:
                 return response.status_code, response.headers, b""
             return response.status_code, response.headers, response.read(MAX_MANIFEST_BYTES)
 
-    def _authorize(self, headers: dict[str, str], answer: dict[str, str]) -> bool:
+    def _authorize(self, headers: dict[str, str], answer: dict[str, str], *, trusted: bool) -> bool:
         """Answer a ``Bearer realm=…`` challenge with an anonymous pull token.
 
         Docker Hub-style registries want this even for public images; a token is
         asked for anonymously (no credentials are configured for Ollama) and then
-        sent, in ``headers``, on every later request. Returns False when there is
-        nothing we can answer, so the caller reports the 401.
+        sent, in ``headers``, on every later request. The realm is checked like the
+        registry that named it. Returns False when there is nothing we can answer,
+        so the caller reports the 401.
         """
         challenge = answer.get("www-authenticate", "")
         if not challenge.lower().startswith("bearer "):
@@ -213,7 +225,7 @@ class OllamaVendor:
             return False
         query = urlencode({k: v for k, v in params.items() if k in ("service", "scope")})
         token_url = f"{realm}{'&' if '?' in realm else '?'}{query}" if query else realm
-        with transfer.request("GET", token_url) as response:
+        with transfer.request("GET", token_url, trusted=trusted) as response:
             if response.status_code != 200:
                 return False
             body = response.read(MAX_MANIFEST_BYTES)
@@ -275,9 +287,10 @@ class OllamaVendor:
         return str(digest), size, media_type[:128]
 
     def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> FetchResult:
+        trusted = is_configured_registry(str(plan.extra.get("registry", "")))
         headers = {"Accept": ACCEPT}
         if plan.extra.get("token_auth"):
-            self._refresh_token(headers, plan)
+            self._refresh_token(headers, plan, trusted=trusted)
         digests: dict[str, str] = {}
         for planned in plan.files:
             if cancelled():
@@ -290,17 +303,17 @@ class OllamaVendor:
                     "sha256:" + (planned.sha256 or "")
                 ):
                     raise UnsafePath(f"refusing {planned.path}: its blob URL does not name its sha256 digest")
-                digest = transfer.fetch_file(planned, dest, progress, cancelled, headers=headers)
+                digest = transfer.fetch_file(planned, dest, progress, cancelled, headers=headers, trusted=trusted)
             digests[planned.path] = digest
         return FetchResult(sha256=digests)
 
-    def _refresh_token(self, headers: dict[str, str], plan: Plan) -> None:
+    def _refresh_token(self, headers: dict[str, str], plan: Plan, *, trusted: bool) -> None:
         """A resumed job gets a fresh pull token: the one from plan time has expired."""
         url = next(f.url for f in plan.files if f.path == "manifest.json")
-        with transfer.request("GET", url, headers=headers) as response:
+        with transfer.request("GET", url, headers=headers, trusted=trusted) as response:
             status, answer = response.status_code, response.headers
         if status == 401:
-            self._authorize(headers, answer)
+            self._authorize(headers, answer, trusted=trusted)
 
     def _write_manifest(self, plan: Plan, planned: PlannedFile, target: Path) -> str:
         raw = str(plan.extra.get("manifest", "")).encode("utf-8")

@@ -5,6 +5,18 @@ request (across process restarts too), every byte is hashed as it is written, a
 request that goes quiet is abandoned and retried, and a finished file is checked
 for size, sha256 and whatever else the vendor knows (``verify``) before anyone
 calls it done.
+
+Owns where requests go, too. What an admin types (a URL, an ``ollama:HOST/…``
+registry) is not trusted to point outside: every host of every hop, redirects
+included, is resolved and refused unless each address it has is a global one
+(or listed in ``RBEE_ALLOWED_PRIVATE_HOSTS``), and the connection is then made to
+exactly the address that was checked, so a DNS answer that changes between the
+check and the connect (rebinding) gains nothing. TLS still verifies, and the
+``Host`` header still names, the host name. Configured endpoints (``HF_ENDPOINT``,
+``RBEE_OLLAMA_REGISTRY``) are trusted with their redirects: the operator chose them,
+and the Hub's CDN redirects are part of what was chosen. Through a proxy the
+target is checked the same way before anything is sent, but the proxy resolves
+the name itself: the operator's proxy enforces its own egress rules.
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ import email.utils
 import errno
 import hashlib
 import http.client
+import ipaddress
 import logging
 import os
 import re
@@ -24,11 +37,13 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import httpx
 from django.conf import settings
 
+from provisioner.references import is_loopback
 from provisioner.vendors.base import (
     AccessDenied,
     Cancelled,
@@ -61,6 +76,16 @@ _RING = 3  # buffers in flight: one filling, up to two being hashed
 Verify = Callable[[Path], "str | None"]
 
 
+class RefusedAddress(DownloadError):
+    """A typed reference (or a redirect it led to) points at an address inside.
+
+    The message is the same whatever listens there, and nothing was sent: the
+    dashboard cannot be used to probe the network it sits in.
+    """
+
+    kind = "refused_address"
+
+
 class _Retry(Exception):
     """A transient failure: the request is tried again after a pause."""
 
@@ -68,6 +93,87 @@ class _Retry(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+
+
+# -- where a request may connect -------------------------------------------------------
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+AddrInfo = tuple[Any, ...]
+
+
+def allowed_private_hosts() -> tuple[frozenset[str], tuple[Network, ...]]:
+    """RBEE_ALLOWED_PRIVATE_HOSTS as host names and networks (a single IP is a /32 or /128)."""
+    raw = getattr(settings, "RBEE_ALLOWED_PRIVATE_HOSTS", ())
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    names: set[str] = set()
+    networks: list[Network] = []
+    for item in (str(i).strip().lower() for i in items):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item.strip("[]"), strict=False))
+        except ValueError:
+            names.add(item.rstrip("."))
+    return frozenset(names), tuple(networks)
+
+
+def _is_inside(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Loopback, private, link-local (cloud metadata), multicast, unspecified, reserved…"""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not address.is_global or address.is_multicast
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def resolve_checked(host: str, port: int) -> list[AddrInfo]:
+    """The addresses ``host`` has, refused unless every one may be reached.
+
+    All of them, not the first: a name with one public and one private address
+    would otherwise reach inside on whichever the connect happens to try.
+    """
+    names, networks = allowed_private_hosts()
+    name = host.strip("[]").lower().rstrip(".")
+    try:
+        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise NetworkError(f"host name {name} not found", kind="dns") from None
+    if name in names:
+        return infos
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if _is_inside(address) and not any(address in network for network in networks):
+            raise RefusedAddress(
+                f"refusing to connect to {name}:{port}: it is a loopback, private, link-local or otherwise "
+                "non-public address (an operator can allow it in RBEE_ALLOWED_PRIVATE_HOSTS)"
+            )
+    return infos
+
+
+def _connect_to(infos: list[AddrInfo]) -> Callable[..., socket.socket]:
+    """socket.create_connection, to the checked addresses and no others."""
+
+    def create_connection(_address: object, timeout: float | None = None, source: object = None) -> socket.socket:
+        failure: OSError | None = None
+        for family, kind, proto, _name, sockaddr in infos:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(sockaddr)
+            except OSError as exc:
+                sock.close()
+                failure = exc
+                continue
+            return sock
+        raise failure or OSError(errno.EHOSTUNREACH, "no address")
+
+    return create_connection
 
 
 def _host_port(url: str) -> str:
@@ -95,7 +201,7 @@ def _tls() -> ssl.SSLContext:
     return _ssl_context
 
 
-def _connect(url: str) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
+def _connect(url: str, *, trusted: bool) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
     """A connection for one request to ``url``: the request target, and any proxy headers.
 
     Goes through the proxy the environment names (``HTTPS_PROXY``, ``HTTP_PROXY``,
@@ -110,6 +216,13 @@ def _connect(url: str) -> tuple[http.client.HTTPConnection, str, dict[str, str]]
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         raise DownloadError("the URL has an invalid port", kind="unsupported") from None
+    infos: list[AddrInfo] = []
+    if not trusted:
+        if parts.scheme == "http" and not is_loopback(host):
+            if _is_address(host):
+                resolve_checked(host, port)  # an address inside is refused as such, first
+            raise RefusedAddress(f"refusing plain http:// to {host}:{port}; only https:// leaves this machine")
+        infos = resolve_checked(host, port)
     timeout = settings.RBEE_STALL_TIMEOUT
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     proxy = None if urllib.request.proxy_bypass(host) else urllib.request.getproxies().get(parts.scheme)
@@ -119,6 +232,9 @@ def _connect(url: str) -> tuple[http.client.HTTPConnection, str, dict[str, str]]
             conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=_tls())
         else:
             conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        if infos:
+            # TLS (SNI, certificate) and Host still use the name; the socket goes to the checked address.
+            conn._create_connection = _connect_to(infos)  # type: ignore[attr-defined]
         return conn, target, {}
     via = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
     if not via.hostname:
@@ -174,7 +290,7 @@ def _origin(url: str) -> tuple[str, str | None, int | None]:
     return parts.scheme, parts.hostname, parts.port
 
 
-def _open(method: str, url: str, headers: Mapping[str, str]) -> Response:
+def _open(method: str, url: str, headers: Mapping[str, str], *, trusted: bool) -> Response:
     """One request with redirects followed, every hop connected (and checked) afresh.
 
     Authorization is dropped when a redirect leaves the origin, so a Hub token
@@ -185,7 +301,7 @@ def _open(method: str, url: str, headers: Mapping[str, str]) -> Response:
     """
     all_headers = {"User-Agent": USER_AGENT, **headers}
     for _ in range(MAX_REDIRECTS + 1):
-        conn, target, proxy_headers = _connect(url)
+        conn, target, proxy_headers = _connect(url, trusted=trusted)
         try:
             conn.request(method, target, headers={**all_headers, **proxy_headers})
             resp = conn.getresponse()
@@ -208,9 +324,12 @@ def _open(method: str, url: str, headers: Mapping[str, str]) -> Response:
     raise NetworkError(f"more than {MAX_REDIRECTS} redirects ({_host_port(url)})")
 
 
-def request(method: str, url: str, *, headers: Mapping[str, str] | None = None) -> Response:
-    """A request whose answer the caller reads (plans, manifests, tokens); close it after."""
-    return _open(method, url, headers or {})
+def request(method: str, url: str, *, headers: Mapping[str, str] | None = None, trusted: bool = False) -> Response:
+    """A request whose answer the caller reads (plans, manifests, tokens); close it after.
+
+    ``trusted`` only for configured endpoints; anything typed is checked hop by hop.
+    """
+    return _open(method, url, headers or {}, trusted=trusted)
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -251,13 +370,16 @@ def fetch_file(
     cancelled: CancelToken,
     *,
     headers: Mapping[str, str] | None = None,
+    trusted: bool = False,
     verify: Verify | None = None,
+    refuse_html: bool = False,
 ) -> str:
     """Download one planned file into ``dest`` at its (checked) relative path; its sha256.
 
     ``headers`` go with every request (Authorization is dropped on a redirect to
-    another origin); ``verify`` is the vendor's own check of a finished file,
-    failed the way a sha256 mismatch is.
+    another origin); ``trusted`` only for configured endpoints; ``verify`` is the
+    vendor's own check of a finished file, failed the way a sha256 mismatch is;
+    ``refuse_html`` for sources where a web page means "not the file you asked for".
     """
     digest = download(
         planned.url,
@@ -268,7 +390,9 @@ def fetch_file(
         progress=progress,
         cancelled=cancelled,
         headers=headers or {},
+        trusted=trusted,
         verify=verify,
+        refuse_html=refuse_html,
     )
     progress.file_done(planned.path, planned.size, digest)
     return digest
@@ -298,7 +422,9 @@ def download(
     progress: Progress,
     cancelled: CancelToken,
     headers: Mapping[str, str],
+    trusted: bool,
     verify: Verify | None = None,
+    refuse_html: bool = False,
 ) -> str:
     """Bring ``part`` to ``size`` bytes from ``url`` and return its verified sha256.
 
@@ -338,6 +464,8 @@ def download(
                     cancelled=cancelled,
                     digest=digest,
                     headers=headers,
+                    trusted=trusted,
+                    refuse_html=refuse_html,
                 )
         except _Retry as exc:
             if cancelled():
@@ -386,13 +514,15 @@ def _transfer(
     cancelled: CancelToken,
     digest: _Digest,
     headers: Mapping[str, str],
+    trusted: bool,
+    refuse_html: bool,
 ) -> None:
     wanted = {**headers, "Accept-Encoding": "identity"}
     if offset:
         wanted["Range"] = f"bytes={offset}-"
     response: Response | None = None
     try:
-        response = _open("GET", url, wanted)
+        response = _open("GET", url, wanted, trusted=trusted)
         unhook = cancelled.on_cancel(lambda: _abort(response))
         try:
             _receive(
@@ -404,6 +534,7 @@ def _transfer(
                 progress=progress,
                 cancelled=cancelled,
                 digest=digest,
+                refuse_html=refuse_html,
             )
         finally:
             unhook()
@@ -442,6 +573,7 @@ def _receive(
     progress: Progress,
     cancelled: CancelToken,
     digest: _Digest,
+    refuse_html: bool,
 ) -> None:
     status = response.status_code
     if status == 429 or status >= 500:
@@ -457,6 +589,8 @@ def _receive(
         raise _Retry("server could not satisfy the resume range; restarting the file", 0)
     if status not in (200, 206):
         raise DownloadError(f"{label}: unexpected answer {status} from the server")
+    if refuse_html and is_html(response.headers.get("content-type")):
+        raise DownloadError(f"{label}: the server answered a web page, not a file", kind="not_a_file")
     mode = "ab"
     if status == 206:
         match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
@@ -531,6 +665,10 @@ def _receive(
                 pool.shutdown()
     if done < size:
         raise _Retry(f"connection closed after {done} of {size} bytes")
+
+
+def is_html(content_type: str | None) -> bool:
+    return (content_type or "").split(";", 1)[0].strip().lower() in ("text/html", "application/xhtml+xml")
 
 
 def _abort(response: Response) -> None:

@@ -3,7 +3,9 @@
 The plan asks the server (HEAD, or a one-byte ranged GET where HEAD is refused,
 as some signed-URL hosts do) for the size, the file name and the ETag before a
 byte is written; the transfer itself is the shared resumable one, which checks the
-size always and the sha256 when the reference carries one.
+size always and the sha256 when the reference carries one. A URL is typed by an
+admin, so every host it (or a redirect) names must be a public address, and the
+answer must be a file, not a web page.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ def disposition_filename(value: str | None) -> str:
 
 
 class UrlVendor:
+    """A URL is what an admin typed: every request it leads to is checked (transfer)."""
+
     name = "url"
     label = "URL"
 
@@ -93,6 +97,11 @@ class UrlVendor:
             # size out of it, but answer a ranged GET.
             status, headers, size = self._probe_with_get(ref.url)
         self._raise_for_status(status, ref.url)
+        if transfer.is_html(headers.get("content-type")):
+            raise DownloadError(
+                f"{ref.url} answers a web page, not a file: give the file's own download link",
+                kind="not_a_file",
+            )
         if size is None:
             raise DownloadError(
                 f"{ref.url}: the server does not tell the size of the file (no Content-Length), "
@@ -146,6 +155,7 @@ class UrlVendor:
 
     def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> FetchResult:
         digests = {
-            f.path: transfer.fetch_file(f, dest, progress, cancelled) for f in plan.files
+            f.path: transfer.fetch_file(f, dest, progress, cancelled, trusted=False, refuse_html=True)
+            for f in plan.files
         }
         return FetchResult(sha256=digests)
