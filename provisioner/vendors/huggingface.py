@@ -120,7 +120,7 @@ class HuggingFaceVendor:
                 raise AccessDenied(f"the Hub refused access to {ref.repo_id} ({status})") from None
             raise NetworkError(f"the Hub answered {status} for {ref.repo_id}") from None
         except OSError as exc:  # connection errors from the HTTP client are OSErrors too
-            raise NetworkError(f"could not reach the Hub at {self.endpoint}: {exc}") from None
+            raise NetworkError(f"could not reach the Hub at {self.endpoint}: {type(exc).__name__}") from None
         except Exception as exc:
             if type(exc).__module__.startswith(("httpx", "httpcore")):
                 raise NetworkError(f"could not reach the Hub at {self.endpoint}: {type(exc).__name__}") from None

@@ -192,9 +192,10 @@ class OllamaVendor:
         served = answer.get("docker-content-digest", "")
         computed = "sha256:" + hashlib.sha256(raw).hexdigest()
         if served.startswith("sha256:") and served != computed:
+            shown = served if is_valid_digest(served) else "another digest"
             raise VerificationError(
                 f"the manifest of {ref.display_name} does not match the digest the registry gave "
-                f"({served}, computed {computed})"
+                f"({shown}, computed {computed})"
             )
         return raw, token_auth
 
@@ -253,9 +254,7 @@ class OllamaVendor:
             )
         if manifest.get("schemaVersion") != 2 or media_type not in (None, DOCKER_MANIFEST, OCI_MANIFEST):
             raise DownloadError(
-                f"{ref.display_name}: unsupported manifest (schemaVersion {manifest.get('schemaVersion')!r}, "
-                f"mediaType {media_type!r})",
-                kind="not_a_model",
+                f"{ref.display_name}: the registry's manifest is not a schema 2 image manifest", kind="not_a_model"
             )
         layers = manifest.get("layers")
         if not isinstance(layers, list) or not layers or not all(isinstance(x, dict) for x in layers):
@@ -277,7 +276,7 @@ class OllamaVendor:
         """
         digest = descriptor.get("digest")
         if not is_valid_digest(digest):
-            raise UnsafePath(f"refusing the manifest of {ref.display_name}: layer digest {digest!r} is not sha256:<64 hex>")
+            raise UnsafePath(f"refusing the manifest of {ref.display_name}: a layer digest is not sha256:<64 hex>")
         size = descriptor.get("size")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise DownloadError(f"the manifest of {ref.display_name} gives no valid size for {digest}")

@@ -17,6 +17,10 @@ check and the connect (rebinding) gains nothing. TLS still verifies, and the
 and the Hub's CDN redirects are part of what was chosen. Through a proxy the
 target is checked the same way before anything is sent, but the proxy resolves
 the name itself: the operator's proxy enforces its own egress rules.
+
+Nothing a remote end sends is repeated in an error: transport failures become
+fixed messages naming the failure and host:port, so a service that is not HTTP
+(a database banner, say) cannot have its first line shown on a page.
 """
 
 from __future__ import annotations
@@ -186,8 +190,30 @@ def _host_port(url: str) -> str:
 
 
 def transport_failure(exc: BaseException, url: str) -> str:
-    """A description of a failed connection, naming the host it was to."""
-    return f"could not reach {_host_port(url)}: {type(exc).__name__} {exc}".strip()
+    """A fixed description of a failed connection or a non-HTTP answer.
+
+    Never the exception's text: http.client puts the status line it could not
+    parse there, which is whatever the service on that port says first.
+    """
+    if isinstance(exc, http.client.RemoteDisconnected):
+        what = "the server closed the connection without answering"
+    elif isinstance(exc, TimeoutError):
+        what = "the connection timed out"
+    elif isinstance(exc, ConnectionRefusedError):
+        what = "the connection was refused"
+    elif isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+        what = "the connection was reset"
+    elif isinstance(exc, ssl.SSLCertVerificationError):
+        what = "the server's TLS certificate is not valid for it"
+    elif isinstance(exc, ssl.SSLError):
+        what = "the TLS handshake failed"
+    elif isinstance(exc, socket.gaierror):
+        what = "the host name was not found"
+    elif isinstance(exc, http.client.HTTPException):
+        what = "the server did not answer HTTP"
+    else:
+        what = "the connection failed"
+    return f"{what} ({_host_port(url)})"
 
 
 _ssl_context: ssl.SSLContext | None = None
@@ -534,6 +560,7 @@ def _transfer(
                 progress=progress,
                 cancelled=cancelled,
                 digest=digest,
+                trusted=trusted,
                 refuse_html=refuse_html,
             )
         finally:
@@ -573,13 +600,15 @@ def _receive(
     progress: Progress,
     cancelled: CancelToken,
     digest: _Digest,
+    trusted: bool,
     refuse_html: bool,
 ) -> None:
     status = response.status_code
     if status == 429 or status >= 500:
         raise _Retry(f"server answered {status}", retry_after_seconds(response.headers.get("retry-after")))
     if status in (401, 403):
-        detail = response.headers.get("x-error-message", "")
+        # The Hub explains a refusal (gated, private) in this header; a typed source's words are not repeated.
+        detail = response.headers.get("x-error-message", "")[:300] if trusted else ""
         raise AccessDenied(f"{label}: the server refused access ({status}){': ' + detail if detail else ''}")
     if status == 404:
         raise NotFound(f"{label}: not found on the server (404)")
@@ -602,6 +631,8 @@ def _receive(
         offset = 0
         digest.catch_up(part, 0)
     length = response.headers.get("content-length")
+    if length is not None and not length.isdigit():
+        raise _Retry(f"the server sent an invalid Content-Length ({_host_port(response.url)})")
     if length is not None and status == 200 and int(length) != size:
         raise VerificationError(f"{label}: the server sends {length} bytes, the plan said {size}")
     resp = response.resp

@@ -68,6 +68,9 @@ def disposition_filename(value: str | None) -> str:
     return str(name)
 
 
+_ETAG_UNSAFE = re.compile(r"[^A-Za-z0-9._:+/=-]")
+
+
 class UrlVendor:
     """A URL is what an admin typed: every request it leads to is checked (transfer)."""
 
@@ -112,7 +115,7 @@ class UrlVendor:
         if not filename:
             filename = sanitise_filename(unquote(posixpath.basename(urlsplit(ref.url).path))) or "download"
         filename = safe_relative_path(filename)
-        etag = headers.get("etag", "").removeprefix("W/").strip('"')[:128]
+        etag = _ETAG_UNSAFE.sub("", headers.get("etag", "").removeprefix("W/"))[:128]
         return Plan(
             vendor=self.name,
             reference=ref.canonical,
