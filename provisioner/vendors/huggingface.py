@@ -57,12 +57,61 @@ def gguf_quant(filename: str) -> str | None:
     return found[-1].upper() if found else None
 
 
+#: The quant a GGUF repo gets when the reference names none: 4-bit is what llama.cpp
+#: and Ollama default to, then more bits before fewer, full precision last; within a
+#: bit width, this order (a quant not listed comes after the listed ones).
+QUANT_PREFERENCE = (
+    "Q4_K_M", "Q4_K_S", "IQ4_XS", "IQ4_NL", "Q4_0", "Q4_1",
+    "Q5_K_M", "Q5_K_S", "Q5_0", "Q5_1", "Q6_K", "Q8_0",
+    "Q3_K_L", "Q3_K_M", "IQ3_M", "Q3_K_S", "IQ3_XS", "IQ3_XXS", "Q2_K", "IQ2_M", "IQ2_XS",
+    "BF16", "F16", "F32",
+)  # fmt: skip
+_BITS = re.compile(r"^I?Q(\d)")
+_QUANT_FOLDER = re.compile(r"(?i)^(?:I?Q\d(?:_[A-Z0-9]+)*|BF16|F16|F32)$")
+
+
+def repo_quants(names: list[str]) -> list[str]:
+    """Every GGUF quant in a repo, named in the file name or by the folder the files are in."""
+    found = set()
+    for name in names:
+        if not name.lower().endswith(".gguf"):
+            continue
+        quant = gguf_quant(name)
+        if quant is None:
+            folders = [part for part in name.split("/")[:-1] if _QUANT_FOLDER.match(part)]
+            quant = folders[-1].upper() if folders else None
+        if quant:
+            found.add(quant)
+    return sorted(found)
+
+
+def _quant_rank(quant: str) -> tuple[int, int, str]:
+    match = _BITS.match(quant)
+    if match:
+        bits = int(match[1])
+        width = bits - 4 if bits >= 4 else 10 - bits  # 4, 5, 6, 8 bits, then 3, 2, 1
+    else:
+        width = 20  # BF16, F16, F32
+    order = QUANT_PREFERENCE.index(quant) if quant in QUANT_PREFERENCE else len(QUANT_PREFERENCE)
+    return width, order, quant
+
+
+def default_quant(quants: list[str]) -> str | None:
+    """The quant to take when none was asked for (see QUANT_PREFERENCE)."""
+    return min(quants, key=_quant_rank) if quants else None
+
+
+def _is_file_selector(selector: str) -> bool:
+    """A glob (``*.safetensors``) or a file name (``model.safetensors``, ``sub/x.gguf``), not a quant tag."""
+    return bool(_GLOB_CHARS & set(selector)) or "." in selector or "/" in selector
+
+
 def select_files(names: list[str], selector: str | None) -> list[str]:
-    """Apply a selector: nothing (every file), a glob plus companions, or a GGUF quant."""
+    """Apply a selector: nothing (every file), a glob or file name plus companions, or a GGUF quant."""
     names = [n for n in names if posixpath.basename(n) not in _SKIPPED]
     if not selector:
         return names
-    if _GLOB_CHARS & set(selector):
+    if _is_file_selector(selector):
         chosen = [n for n in names if fnmatch.fnmatchcase(n, selector) or fnmatch.fnmatchcase(posixpath.basename(n), selector)]
         if not chosen:
             return []
@@ -134,7 +183,10 @@ class HuggingFaceVendor:
         siblings = {s.rfilename: s for s in info.siblings or []}
         for name in siblings:
             safe_relative_path(name)
-        chosen = select_files(sorted(siblings), ref.selector)
+        quants = repo_quants(sorted(siblings))
+        # A GGUF repo holds the same model a dozen times over: without a selector, take one quant, not all.
+        quant = default_quant(quants) if not ref.selector else (ref.selector if ref.selector in quants else None)
+        chosen = select_files(sorted(siblings), ref.selector or quant)
         if not chosen:
             raise NotFound(self._nothing_selected(ref, sorted(siblings)), kind="selector_matched_nothing")
         commit = info.sha or revision
@@ -153,7 +205,6 @@ class HuggingFaceVendor:
                     url=hf_hub_url(ref.repo_id, name, revision=commit, endpoint=self.endpoint),
                 )
             )
-        quants = sorted({q for q in (gguf_quant(n) for n in siblings) if q})
         # The Hub gives no sha256 for files kept in git (configs, tokenizers), but their
         # git blob id is a sha1 of the content: checked after the download.
         blob_ids = {n: siblings[n].blob_id for n in chosen if not siblings[n].lfs and siblings[n].blob_id}
@@ -162,11 +213,18 @@ class HuggingFaceVendor:
             reference=ref.canonical,
             revision=commit,
             files=files,
-            extra={"repo_id": ref.repo_id, "gguf_quants": quants, "git_blob_ids": blob_ids},
+            extra={
+                "repo_id": ref.repo_id,
+                # The quant downloaded (chosen by default when the reference names none) and every quant there is.
+                "quant": quant,
+                "quants": quants,
+                "gguf_quants": quants,
+                "git_blob_ids": blob_ids,
+            },
         )
 
     def _nothing_selected(self, ref: HuggingFaceRef, names: list[str]) -> str:
-        quants = sorted({q for q in (gguf_quant(n) for n in names) if q})
+        quants = repo_quants(names)
         if quants:
             return f"no file of {ref.repo_id} matches '{ref.selector}'; quants available: {', '.join(quants)}"
         return f"no file of {ref.repo_id} matches '{ref.selector}'"
