@@ -322,3 +322,13 @@ def test_the_configured_ollama_registry_is_trusted(nothing_private, settings, hi
 def test_error_messages_name_no_address_they_resolved(nothing_private, hive):
     job = download("https://localhost:6379/x.gguf", hive)
     assert not re.search(r"127\.0\.0\.1|::1", job.error)
+
+
+def test_the_form_refuses_an_address_inside_before_anything_is_queued(nothing_private, alice_client, hive, listener):
+    for model in (f"https://127.0.0.1:{listener.port}/x.gguf", "ollama:169.254.169.254/library/tiny"):
+        response = alice_client.post("/jobs/", {"model": model})
+
+        assert response.status_code == 400
+        assert "refusing to connect" in response.content.decode()
+    assert not DownloadJob.objects.exists()
+    assert listener.accepted == 0

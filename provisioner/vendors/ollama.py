@@ -168,9 +168,11 @@ class OllamaVendor:
         )
 
     def validate(self, ref: Reference) -> None:
-        """A registry host that is not a host name is refused on the form."""
+        """A registry host that is not a host name, or is inside the network, is refused on the form."""
         assert isinstance(ref, OllamaRef)
-        registry_base(ref)
+        base = registry_base(ref)
+        if not is_configured_registry(base):
+            transfer.check_typed_url(f"{base}/v2/", name_may_be_remote=True)
 
     def _get_manifest(
         self, headers: dict[str, str], url: str, ref: OllamaRef, base: str, *, trusted: bool

@@ -160,6 +160,38 @@ def resolve_checked(host: str, port: int) -> list[AddrInfo]:
     return infos
 
 
+def _port(url: str) -> int:
+    """The port ``url`` names or implies, refusing what cannot be downloaded from."""
+    parts = urlsplit(url)
+    if not parts.hostname or parts.scheme not in ("http", "https"):
+        raise DownloadError("only http and https URLs with a host can be downloaded", kind="unsupported")
+    try:
+        return parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise DownloadError("the URL has an invalid port", kind="unsupported") from None
+
+
+def check_typed_url(url: str, *, name_may_be_remote: bool = False) -> list[AddrInfo]:
+    """Refuse a typed URL whose host is inside, or plain http:// beyond loopback; the addresses to use.
+
+    ``name_may_be_remote``: a name this machine cannot resolve passes (no addresses),
+    for a proxy, which resolves names itself, and for the form, which checks early
+    what the download checks again on every hop.
+    """
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", _port(url)
+    if parts.scheme == "http" and not is_loopback(host):
+        if _is_address(host):
+            resolve_checked(host, port)  # an address inside is refused as such, first
+        raise RefusedAddress(f"refusing plain http:// to {host}:{port}; only https:// leaves this machine")
+    try:
+        return resolve_checked(host, port)
+    except NetworkError:
+        if name_may_be_remote:
+            return []
+        raise
+
+
 def _connect_to(infos: list[AddrInfo]) -> Callable[..., socket.socket]:
     """socket.create_connection, to the checked addresses and no others."""
 
@@ -234,24 +266,14 @@ def _connect(url: str, *, trusted: bool) -> tuple[http.client.HTTPConnection, st
     ``NO_PROXY``), as curl, httpx and huggingface_hub do: HTTPS through a CONNECT
     tunnel, plain HTTP with the absolute URL as target.
     """
+    port = _port(url)
     parts = urlsplit(url)
-    host = parts.hostname
-    if not host or parts.scheme not in ("http", "https"):
-        raise DownloadError("only http and https URLs with a host can be downloaded", kind="unsupported")
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise DownloadError("the URL has an invalid port", kind="unsupported") from None
-    infos: list[AddrInfo] = []
-    if not trusted:
-        if parts.scheme == "http" and not is_loopback(host):
-            if _is_address(host):
-                resolve_checked(host, port)  # an address inside is refused as such, first
-            raise RefusedAddress(f"refusing plain http:// to {host}:{port}; only https:// leaves this machine")
-        infos = resolve_checked(host, port)
+    host = parts.hostname or ""
+    proxy = None if urllib.request.proxy_bypass(host) else urllib.request.getproxies().get(parts.scheme)
+    # Through a proxy, a name this machine cannot resolve is the proxy's to resolve.
+    infos = [] if trusted else check_typed_url(url, name_may_be_remote=bool(proxy))
     timeout = settings.RBEE_STALL_TIMEOUT
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    proxy = None if urllib.request.proxy_bypass(host) else urllib.request.getproxies().get(parts.scheme)
     if not proxy:
         conn: http.client.HTTPConnection
         if parts.scheme == "https":

@@ -81,13 +81,15 @@ class UrlVendor:
         return isinstance(ref, UrlRef)
 
     def validate(self, ref: Reference) -> None:
-        """Plain http is for loopback test servers only; checked here on the exact host."""
+        """Plain http is for loopback test servers only, and no host inside the network."""
         assert isinstance(ref, UrlRef)
         parts = urlsplit(ref.url)
         if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname or "")):
             raise DownloadError(
                 f"{ref.url}: plain http:// is only allowed for loopback; use https://", kind="unsupported"
             )
+        # Checked again on every hop of the download; here so the form refuses it at once.
+        transfer.check_typed_url(ref.url, name_may_be_remote=True)
 
     def plan(self, ref: Reference) -> Plan:
         assert isinstance(ref, UrlRef)
