@@ -131,6 +131,8 @@ def test_it_refuses_a_loopback_url_before_connecting(nothing_private, hive, list
         "https://[fe80::1]/m.gguf",
         "https://[fc00::1]/m.gguf",
         "https://[::ffff:127.0.0.1]/m.gguf",
+        "https://[64:ff9b::a9fe:a9fe]/m.gguf",
+        "https://[2002:7f00:1::]/m.gguf",
         "https://localhost:6379/m.gguf",
     ],
 )

@@ -121,10 +121,20 @@ def allowed_private_hosts() -> tuple[frozenset[str], tuple[Network, ...]]:
     return frozenset(names), tuple(networks)
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
 def _is_inside(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Loopback, private, link-local (cloud metadata), multicast, unspecified, reserved…"""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """Loopback, private, link-local (cloud metadata), multicast, unspecified, reserved…
+
+    An IPv4 address inside IPv6 (mapped, or NAT64's well-known prefix, which a
+    gateway translates back) is judged as the IPv4 address it reaches.
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif address in _NAT64:
+            address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return not address.is_global or address.is_multicast
 
 
