@@ -52,11 +52,8 @@ class _Source:
 
 
 def import_roots() -> list[str]:
-    """RBEE_IMPORT_ROOTS as real paths (a string with colons is accepted too)."""
-    roots = settings.RBEE_IMPORT_ROOTS or []
-    if isinstance(roots, str):
-        roots = [r for r in roots.split(":") if r]
-    return [os.path.realpath(os.fspath(r)) for r in roots]
+    """RBEE_IMPORT_ROOTS as real paths."""
+    return [os.path.realpath(os.fspath(r)) for r in settings.RBEE_IMPORT_ROOTS or []]
 
 
 def _within(path: str, root: str) -> bool:
@@ -106,7 +103,7 @@ class LocalVendor:
         try:
             st = os.stat(real)
         except FileNotFoundError:
-            raise NotFound(f"{path} does not exist", kind="not_found") from None
+            raise NotFound(f"{path} does not exist") from None
         except OSError as exc:
             raise DownloadError(f"{path} cannot be read: {exc.strerror}") from None
         models = os.path.realpath(settings.RBEE_MODELS_DIR)
@@ -128,7 +125,7 @@ class LocalVendor:
         found: list[_Source] = []
         self._walk(real, "", roots, {real}, found)
         if not found:
-            raise NotFound(f"{path} is an empty folder: nothing to import", kind="not_found")
+            raise NotFound(f"{path} is an empty folder: nothing to import")
         return sorted(found, key=lambda s: s.relative)
 
     def _walk(self, folder: str, prefix: str, roots: list[str], visiting: set[str], found: list[_Source]) -> None:
@@ -147,7 +144,7 @@ class LocalVendor:
             try:
                 st = os.stat(real)
             except OSError:
-                raise NotFound(f"{entry.path} is a broken link", kind="not_found") from None
+                raise NotFound(f"{entry.path} is a broken link") from None
             if stat.S_ISDIR(st.st_mode):
                 if real in visiting:
                     raise DownloadError(f"{entry.path} links back to a folder above it (a loop)", kind="not_a_file")

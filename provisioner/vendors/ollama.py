@@ -63,7 +63,6 @@ LAYER_NAMES = {
 # Names we write ourselves; a layer never takes one of them.
 _RESERVED = {"manifest.json", "config.json"}
 _BEARER_PARAM = re.compile(r'(\w+)="([^"]*)"')
-_HOST = re.compile(r"^(?P<name>[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?)(?::(?P<port>\d{1,5}))?$")
 
 
 def is_valid_digest(digest: object) -> bool:
@@ -83,10 +82,8 @@ def registry_base(ref: OllamaRef) -> str:
     """
     if not ref.host:
         return settings.RBEE_OLLAMA_REGISTRY.rstrip("/")
-    match = _HOST.match(ref.host)
-    if not match:
-        raise DownloadError(f"'{ref.host}' is not a registry host name (HOST or HOST:PORT)", kind="unsupported")
-    scheme = "http" if is_loopback(match["name"]) else "https"
+    # parse_reference allows only HOST or HOST:PORT here, lower case.
+    scheme = "http" if is_loopback(ref.host.rsplit(":", 1)[0]) else "https"
     return f"{scheme}://{ref.host}"
 
 
@@ -168,7 +165,7 @@ class OllamaVendor:
         )
 
     def validate(self, ref: Reference) -> None:
-        """A registry host that is not a host name, or is inside the network, is refused on the form."""
+        """A typed registry inside the network is refused on the form."""
         assert isinstance(ref, OllamaRef)
         base = registry_base(ref)
         if not is_configured_registry(base):
@@ -184,7 +181,7 @@ class OllamaVendor:
             token_auth = True
             status, answer, raw = self._read_limited(headers, url, trusted=trusted)
         if status == 404:
-            raise NotFound(f"model or tag not found: {ref.display_name} is not in the registry at {base}", kind="not_found")
+            raise NotFound(f"model or tag not found: {ref.display_name} is not in the registry at {base}")
         if status in (401, 403):
             raise AccessDenied(f"the Ollama registry at {base} refused access to {ref.display_name} ({status})")
         if status == 429 or status >= 500:

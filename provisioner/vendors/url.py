@@ -151,7 +151,7 @@ class UrlVendor:
         if status in (200, 206):
             return
         if status == 404 or status == 410:
-            raise NotFound(f"{url}: not found on the server ({status})", kind="not_found")
+            raise NotFound(f"{url}: not found on the server ({status})")
         if status in (401, 403):
             raise AccessDenied(f"{url}: the server refused access ({status})")
         if status == 429 or status >= 500:
