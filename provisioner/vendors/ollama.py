@@ -112,6 +112,13 @@ class OllamaVendor:
     def supports(self, ref: Reference) -> bool:
         return isinstance(ref, OllamaRef)
 
+    def validate(self, ref: Reference) -> None:
+        """A typed registry inside the network is refused on the form."""
+        assert isinstance(ref, OllamaRef)
+        base = registry_base(ref)
+        if not is_configured_registry(base):
+            transfer.check_typed_url(f"{base}/v2/", name_may_be_remote=True)
+
     def plan(self, ref: Reference) -> Plan:
         assert isinstance(ref, OllamaRef)
         base = registry_base(ref)
@@ -163,13 +170,6 @@ class OllamaVendor:
                 "token_auth": token_auth,
             },
         )
-
-    def validate(self, ref: Reference) -> None:
-        """A typed registry inside the network is refused on the form."""
-        assert isinstance(ref, OllamaRef)
-        base = registry_base(ref)
-        if not is_configured_registry(base):
-            transfer.check_typed_url(f"{base}/v2/", name_may_be_remote=True)
 
     def _get_manifest(
         self, headers: dict[str, str], url: str, ref: OllamaRef, base: str, *, trusted: bool
