@@ -334,3 +334,11 @@ def test_the_form_refuses_an_address_inside_before_anything_is_queued(nothing_pr
         assert "refusing to connect" in response.content.decode()
     assert not DownloadJob.objects.exists()
     assert listener.accepted == 0
+
+
+def test_the_api_refuses_it_too(nothing_private, alice_client, hive):
+    response = alice_client.post("/api/jobs/", {"model": "https://169.254.169.254/x.gguf"}, content_type="application/json")
+
+    assert response.status_code == 400
+    assert "refusing to connect" in str(response.json())
+    assert not DownloadJob.objects.exists()
