@@ -22,8 +22,10 @@ import pytest
 
 from catalog.models import ModelEntry
 from provisioner.models import DownloadJob
+from provisioner.vendors import transfer
 from tests.helpers import blob, download, sha256
 from tests.servers.faults import FaultServer
+from tests.servers.tls import CertificateAuthority, HttpsFileServer
 
 WEIGHTS = blob(100_000, seed=77)
 
@@ -342,3 +344,35 @@ def test_the_api_refuses_it_too(nothing_private, alice_client, hive):
     assert response.status_code == 400
     assert "refusing to connect" in str(response.json())
     assert not DownloadJob.objects.exists()
+
+
+# -- TLS to a pinned address ---------------------------------------------------------------
+
+
+def trusting(authority: CertificateAuthority) -> CertificateAuthority:
+    """Add the test CA to the transfer's TLS context, as an operator adds a private CA with SSL_CERT_FILE."""
+    transfer._tls().load_verify_locations(cadata=authority.ca_pem)
+    return authority
+
+
+def test_a_pinned_connection_still_speaks_tls_to_the_name(settings, hive):
+    """The certificate names only "localhost": verifying against the address, or sending no SNI, would fail."""
+    settings.RBEE_ALLOWED_PRIVATE_HOSTS = ["localhost"]
+    authority = trusting(CertificateAuthority("localhost"))
+    with HttpsFileServer(WEIGHTS, authority) as server, connects_made() as connects:
+        job = download(f"https://localhost:{server.port}/m.gguf#sha256={sha256(WEIGHTS)}", hive)
+
+    assert job.state == DownloadJob.SUCCEEDED, job.error
+    assert server.server_names and set(server.server_names) == {"localhost"}
+    assert {a[0] for a in connects if len(a) >= 2 and a[1] == server.port} <= {"127.0.0.1", "::1"}
+
+
+def test_a_certificate_for_another_name_is_refused(settings, hive):
+    settings.RBEE_ALLOWED_PRIVATE_HOSTS = ["localhost"]
+    authority = trusting(CertificateAuthority("models.example.org"))
+    with HttpsFileServer(WEIGHTS, authority) as server:
+        job = download(f"https://localhost:{server.port}/m.gguf", hive)
+
+    assert job.state == DownloadJob.FAILED
+    assert job.error_kind == "network"
+    assert f"TLS certificate is not valid for it (localhost:{server.port})" in job.error
