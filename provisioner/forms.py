@@ -46,12 +46,10 @@ class DownloadForm(forms.Form):
         vendor = vendor_for(ref)
         if vendor is None:
             raise forms.ValidationError(f"No vendor supports '{text}'. Supported forms: {SUPPORTED_FORMS_TEXT}")
-        validate = getattr(vendor, "validate", None)
-        if validate is not None:
-            try:
-                validate(ref)
-            except DownloadError as exc:
-                raise forms.ValidationError(str(exc)) from None
+        try:
+            vendor.validate(ref)
+        except DownloadError as exc:
+            raise forms.ValidationError(str(exc)) from None
         self.reference = ref
         return ref.canonical
 

@@ -20,7 +20,7 @@ from catalog.models import FileRecord, Hive, ModelEntry
 from provisioner.models import Action, DownloadJob
 from provisioner.references import Reference, parse_reference
 from provisioner.vendors.base import DownloadError, Plan, UnsafePath, inside
-from provisioner.vendors.http import hash_file
+from provisioner.vendors.transfer import hash_file
 from rbee.formatting import human_bytes
 
 logger = logging.getLogger(__name__)

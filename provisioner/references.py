@@ -43,6 +43,8 @@ _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 # A GGUF quant tag (Q4_K_M, IQ3_XXS, F16, BF16): typed in any case, one catalog entry.
 _QUANT_TAG = re.compile(r"^[A-Za-z0-9_]+$")
 _FOLDER_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+# A link to a Hub page is read as the Hugging Face reference it shows, not downloaded as a web page.
+_HF_HOSTS = {"huggingface.co", "www.huggingface.co", "hf.co"}
 
 
 def _has_dot_segment(text: str) -> bool:
@@ -175,8 +177,40 @@ def parse_reference(text: str) -> Reference:
     if text.startswith("file:"):
         return _parse_file(text)
     if text.startswith(("https://", "http://")):
+        if (urlsplit(text).hostname or "").lower() in _HF_HOSTS:
+            return _parse_hf_link(text)
         return _parse_url(text)
     return _parse_hf(text)
+
+
+def _parse_hf_link(text: str) -> HuggingFaceRef:
+    """A Hub page pasted from the browser, as the Hugging Face reference it shows.
+
+    ``/ORG/NAME`` is the repo; ``/tree/REV[/FOLDER]``, ``/blob/REV/FILE`` and
+    ``/resolve/REV/FILE`` add the revision and a selector for that folder or file.
+    ``main`` is left out: it is the revision a reference without one follows, and
+    one model should have one catalog key however it was pasted.
+    """
+    segments = [unquote(s) for s in urlsplit(text).path.split("/") if s]
+    if segments and segments[0] in ("datasets", "spaces", "collections", "papers"):
+        raise UnsupportedReference(text, f"a Hugging Face {segments[0].rstrip('s')} page is not a model")
+    if len(segments) < 2:
+        raise UnsupportedReference(text, "a Hugging Face link must name a model repo: https://huggingface.co/ORG/NAME")
+    repo, rest = "/".join(segments[:2]), segments[2:]
+    revision, selector = None, None
+    if rest:
+        view = rest[0]
+        if view not in ("tree", "blob", "resolve") or len(rest) < 2 or (view != "tree" and len(rest) < 3):
+            raise UnsupportedReference(text, "expected a repo, tree, blob or resolve link")
+        revision = None if rest[1] == "main" else rest[1]
+        path = "/".join(rest[2:])
+        if path:
+            selector = path if view != "tree" else f"{path}/*"
+    body = repo + (f"@{revision}" if revision else "") + (f":{selector}" if selector else "")
+    try:
+        return _parse_hf(body)
+    except UnsupportedReference as exc:
+        raise UnsupportedReference(text, exc.reason or "not a Hugging Face model link") from None
 
 
 def _parse_hf(text: str) -> HuggingFaceRef:

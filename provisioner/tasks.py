@@ -150,11 +150,11 @@ def _download(job: DownloadJob, token: JobCancelToken) -> None:
         )
     job.partial_dir.mkdir(parents=True, exist_ok=True)
     progress = JobProgress(job, plan)
-    digests = vendor.fetch(plan, job.partial_dir, progress, token)
+    fetched = vendor.fetch(plan, job.partial_dir, progress, token)
     if token():
         raise Cancelled()
     progress.emit()
-    entry = install(job, plan, ref, digests, linked=bool(plan.extra.get("linked")), replacing=existing)
+    entry = install(job, plan, ref, dict(fetched.sha256), linked=fetched.linked, replacing=existing)
     job.finish(
         DownloadJob.SUCCEEDED,
         Action.COMPLETE,

@@ -118,6 +118,30 @@ RBEE_ADMIN_PASSWORD = env_str("RBEE_ADMIN_PASSWORD")
 HF_ENDPOINT = env_str("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 HF_TOKEN = env_str("HF_TOKEN") or None
 
+# -- Where downloads may connect (provisioner/vendors/transfer.py) ----------------------
+# What admins type (URL references, ollama:HOST/… registries, and every redirect they
+# lead to) may only reach public addresses: loopback, private, link-local (cloud
+# metadata), multicast and other non-global addresses are refused before a connection
+# is made. Hosts listed here are let through anyway: host names, IPs or CIDRs,
+# comma-separated (e.g. "mirror.lan,10.20.0.0/16"). HF_ENDPOINT and
+# RBEE_OLLAMA_REGISTRY are configured, hence trusted, and need no entry here.
+
+
+def _allowed_private_hosts(name: str) -> list[str]:
+    import ipaddress
+
+    hosts = [h.strip().lower() for h in env_str(name).split(",") if h.strip()]
+    for host in hosts:
+        if "/" in host:  # anything else is an IP or a host name
+            try:
+                ipaddress.ip_network(host, strict=False)
+            except ValueError:
+                raise ImproperlyConfigured(f"{name}: {host!r} is not a valid CIDR such as 10.0.0.0/8") from None
+    return hosts
+
+
+RBEE_ALLOWED_PRIVATE_HOSTS = _allowed_private_hosts("RBEE_ALLOWED_PRIVATE_HOSTS")
+
 SECRET_KEY = _secret_key(RBEE_DATA_DIR)
 DEBUG = env_bool("DEBUG", False)
 PORT = env_int("PORT", 8000)

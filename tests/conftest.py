@@ -22,6 +22,8 @@ def _fast_and_isolated(settings, tmp_path: Path) -> None:
     settings.RBEE_STALL_TIMEOUT = 3.0
     settings.RBEE_PROGRESS_EVENTS_PER_S = 20.0
     settings.HF_TOKEN = None
+    # Every test server listens on 127.0.0.1; tests of the address checks set their own.
+    settings.RBEE_ALLOWED_PRIVATE_HOSTS = ["127.0.0.1", "localhost"]
 
 
 @pytest.fixture

@@ -102,7 +102,7 @@ def test_the_plan_preview_offers_quants_and_the_download_uses_that_plan(live):
         page.fill("input[name=model]", "acme/tiny-GGUF")
         page.wait_for_selector("#plan-preview >> text=pick one")
         assert page.locator("#plan-preview .quants a").all_inner_texts() == ["Q4_K_M", "Q8_0"]
-        assert "3 files" in page.inner_text("#plan-preview")
+        assert "1 file" in page.inner_text("#plan-preview")  # one quant by default, not all of them
 
         page.click("#plan-preview .quants >> text=Q4_K_M")
         page.wait_for_selector("#plan-preview >> text=tiny-Q4_K_M.gguf")

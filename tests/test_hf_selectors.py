@@ -9,6 +9,8 @@ import pytest
 
 from catalog.models import ModelEntry
 from provisioner.models import DownloadJob
+from provisioner.references import parse_reference
+from provisioner.vendors.huggingface import HuggingFaceVendor, default_quant
 from rbee.formatting import human_bytes
 from tests.helpers import blob, download, files_below
 
@@ -143,6 +145,108 @@ def test_it_pins_a_commit_sha(hub, gguf_repo, hive):
     assert (Path(job.entry.path) / "tiny-Q4_K_M.gguf").read_bytes() == Q4
 
 
+# -- a GGUF repo without a selector ----------------------------------------------------
+
+
+def test_it_takes_one_quant_of_a_gguf_repo_when_none_is_named(hub, gguf_repo, hive):
+    job = download("acme/tiny-GGUF", hive)
+
+    assert job.state == DownloadJob.SUCCEEDED, job.error
+    assert job.entry.reference == "hf:acme/tiny-GGUF"
+    assert files_below(job.entry.path) == {"tiny-Q4_K_M.gguf"}
+    assert job.plan["extra"]["quant"] == "Q4_K_M"
+    assert job.plan["extra"]["quants"] == ["Q4_K_M", "Q5_K_M", "Q8_0"]
+
+
+def test_the_plan_says_which_quant_it_chose_and_which_exist(hub, hive):
+    hub.add_repo("acme/no-q4-GGUF", {"m-Q3_K_M.gguf": blob(10), "m-Q6_K.gguf": blob(20), "m-F16.gguf": blob(40)})
+
+    plan = HuggingFaceVendor().plan(parse_reference("acme/no-q4-GGUF"))
+
+    assert [f.path for f in plan.files] == ["m-Q6_K.gguf"]  # more bits before fewer
+    assert plan.extra["quant"] == "Q6_K"
+    assert plan.extra["quants"] == plan.extra["gguf_quants"] == ["F16", "Q3_K_M", "Q6_K"]
+
+
+def test_a_named_quant_is_the_plans_quant(hub, gguf_repo, hive):
+    plan = HuggingFaceVendor().plan(parse_reference("acme/tiny-GGUF:q8_0"))
+
+    assert [f.path for f in plan.files] == ["tiny-Q8_0.gguf"]
+    assert plan.extra["quant"] == "Q8_0"
+
+
+def test_a_split_default_quant_comes_whole(hub, hive):
+    parts = {f"big-Q4_K_M-0000{i}-of-00002.gguf": blob(100 + i, seed=i) for i in (1, 2)}
+    hub.add_repo("acme/split-GGUF", {**parts, "big-Q8_0.gguf": blob(500), "Q5_K_M/big.gguf": blob(300)})
+
+    plan = HuggingFaceVendor().plan(parse_reference("acme/split-GGUF"))
+
+    assert sorted(f.path for f in plan.files) == sorted(parts)
+    assert plan.extra["quants"] == ["Q4_K_M", "Q5_K_M", "Q8_0"]
+
+
+@pytest.mark.parametrize(
+    ("quants", "chosen"),
+    [
+        (["Q2_K", "Q4_K_M", "Q8_0"], "Q4_K_M"),
+        (["Q4_K_S", "Q5_K_M"], "Q4_K_S"),
+        (["Q3_K_M", "Q5_K_M", "Q8_0"], "Q5_K_M"),
+        (["Q8_0", "F16"], "Q8_0"),
+        (["BF16", "F32"], "BF16"),
+        (["Q4_K_XL", "Q2_K"], "Q4_K_XL"),  # not in the list: nearest to 4 bits
+        (["Q3_K_XL", "Q6_K_XL"], "Q6_K_XL"),
+        ([], None),
+    ],
+)
+def test_it_prefers_four_bit_then_more_bits_then_fewer(quants, chosen):
+    assert default_quant(quants) == chosen
+
+
+def test_a_repo_without_gguf_still_downloads_everything(hub, hive):
+    hub.add_repo("acme/plain", {"config.json": b"{}", "model.safetensors": blob(100)})
+
+    plan = HuggingFaceVendor().plan(parse_reference("acme/plain"))
+
+    assert sorted(f.path for f in plan.files) == ["config.json", "model.safetensors"]
+    assert plan.extra["quant"] is None and plan.extra["quants"] == []
+
+
+# -- a file name as the selector -----------------------------------------------------------
+
+
+def test_a_file_name_selector_keeps_its_case_and_takes_that_file(hub, hive):
+    hub.add_repo(
+        "acme/Mixed",
+        {
+            "Model.safetensors": blob(1000, seed=1),
+            "model-other.safetensors": blob(1000, seed=2),
+            "config.json": b"{}",
+            "tiny-Q4_K_M.gguf": Q4,
+        },
+    )
+
+    job = download("acme/Mixed:Model.safetensors", hive)
+
+    assert job.state == DownloadJob.SUCCEEDED, job.error
+    assert job.entry.reference == "hf:acme/Mixed:Model.safetensors"
+    assert files_below(job.entry.path) == {"Model.safetensors", "config.json"}  # and what a loader needs
+
+
+def test_a_file_name_selector_takes_one_gguf_file(hub, gguf_repo, hive):
+    job = download("acme/tiny-GGUF:tiny-Q5_K_M.gguf", hive)
+
+    assert job.state == DownloadJob.SUCCEEDED, job.error
+    assert files_below(job.entry.path) == {"tiny-Q5_K_M.gguf"}
+
+
+def test_a_file_name_that_is_not_there_says_so(hub, gguf_repo, hive):
+    job = download("acme/tiny-GGUF:tiny-Q5_K_M.GGUF", hive)
+
+    assert job.state == DownloadJob.FAILED
+    assert job.error_kind == "selector_matched_nothing"
+    assert "tiny-Q5_K_M.GGUF" in job.error
+
+
 # -- the plan preview -------------------------------------------------------------------
 
 
@@ -179,8 +283,9 @@ def test_it_previews_the_files_sizes_and_total_of_a_selector(hub, gguf_repo, ali
 def test_it_previews_the_quant_choices_of_a_gguf_repo(hub, gguf_repo, alice_client, hive):
     body = preview(alice_client, "acme/tiny-GGUF")
 
-    assert "4 files" in body
-    assert human_bytes(len(Q4) + len(Q5) + len(Q8) + len(b"# tiny")) in body
+    assert "1 file<" in body  # the default quant, not every quant in the repo
+    assert "tiny-Q4_K_M.gguf" in body and "tiny-Q8_0.gguf" not in body
+    assert human_bytes(len(Q4)) in body
     for quant in ("Q4_K_M", "Q5_K_M", "Q8_0"):
         assert f'href="/jobs/new/?model=acme/tiny-GGUF:{quant}"' in body
 

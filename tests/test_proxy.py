@@ -45,3 +45,29 @@ def test_no_proxy_is_respected(hub, hive, monkeypatch):
         job = download("acme/direct", hive)
         assert proxy.requests == []
     assert job.state == DownloadJob.SUCCEEDED, job.error
+
+
+def test_a_typed_address_inside_is_refused_before_the_proxy_is_asked(hive, settings, monkeypatch):
+    settings.RBEE_ALLOWED_PRIVATE_HOSTS = []
+    with ForwardProxy() as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        job = download("https://169.254.169.254/latest/x.gguf", hive)
+        requests = proxy.requests
+    assert job.error_kind == "refused_address", job.error
+    assert requests == []
+
+
+def test_a_name_only_the_proxy_can_resolve_is_left_to_the_proxy(hive, settings, monkeypatch):
+    """Behind a corporate proxy the dashboard may have no DNS of its own: the proxy resolves, under its rules."""
+    settings.RBEE_ALLOWED_PRIVATE_HOSTS = []
+    with ForwardProxy() as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        job = download("https://models.invalid/x.gguf", hive)
+        requests = proxy.requests
+    assert job.state == DownloadJob.FAILED
+    assert job.error_kind == "network"  # the proxy could not reach it either
+    assert [(r.method, r.target) for r in requests] == [("CONNECT", "models.invalid:443")]

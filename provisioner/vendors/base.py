@@ -1,14 +1,16 @@
 """The vendor interface, and the errors and plan every vendor shares.
 
-A vendor knows one kind of source. ``plan`` asks the source what it would
-download (so the job knows the total before a byte is written); ``fetch`` writes
-every planned file into ``dest``, resumably, verified.
+A vendor knows one kind of source. ``validate`` refuses a reference it could
+never fetch, cheaply, while the admin is still on the form; ``plan`` asks the
+source what it would download (so the job knows the total before a byte is
+written); ``fetch`` writes every planned file into ``dest``, resumably, verified,
+and says what it did in a FetchResult. Vendors know nothing of the database.
 """
 
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -137,9 +139,28 @@ class Progress(Protocol):
 
 
 class CancelToken(Protocol):
-    def __call__(self) -> bool: ...
+    """Asked by fetch whether the admin cancelled; also how it waits and unblocks."""
 
-    def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]: ...
+    def __call__(self) -> bool:
+        """True once the job is cancelled."""
+        ...
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds`` (a retry's backoff), ending early and returning True on cancel."""
+        ...
+
+    def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Run ``callback`` on cancel (it cuts a blocked socket); returns the unhook."""
+        ...
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What fetch did: the sha256 of every file as verified, and whether the files
+    are hard links to their source (then they take no extra disk space)."""
+
+    sha256: Mapping[str, str]
+    linked: bool = False
 
 
 class Vendor(Protocol):
@@ -148,8 +169,12 @@ class Vendor(Protocol):
 
     def supports(self, ref: Reference) -> bool: ...
 
+    def validate(self, ref: Reference) -> None:
+        """Refuse (DownloadError) what can be refused without asking the source: the form calls it."""
+        ...
+
     def plan(self, ref: Reference) -> Plan: ...
 
-    def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> dict[str, str]:
-        """Write every planned file below dest; returns path -> sha256 as verified."""
+    def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> FetchResult:
+        """Write every planned file below dest, each verified."""
         ...

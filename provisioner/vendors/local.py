@@ -29,6 +29,7 @@ from provisioner.vendors.base import (
     CancelToken,
     DiskFull,
     DownloadError,
+    FetchResult,
     NotFound,
     Plan,
     PlannedFile,
@@ -51,11 +52,8 @@ class _Source:
 
 
 def import_roots() -> list[str]:
-    """RBEE_IMPORT_ROOTS as real paths (a string with colons is accepted too)."""
-    roots = settings.RBEE_IMPORT_ROOTS or []
-    if isinstance(roots, str):
-        roots = [r for r in roots.split(":") if r]
-    return [os.path.realpath(os.fspath(r)) for r in roots]
+    """RBEE_IMPORT_ROOTS as real paths."""
+    return [os.path.realpath(os.fspath(r)) for r in settings.RBEE_IMPORT_ROOTS or []]
 
 
 def _within(path: str, root: str) -> bool:
@@ -105,7 +103,7 @@ class LocalVendor:
         try:
             st = os.stat(real)
         except FileNotFoundError:
-            raise NotFound(f"{path} does not exist", kind="not_found") from None
+            raise NotFound(f"{path} does not exist") from None
         except OSError as exc:
             raise DownloadError(f"{path} cannot be read: {exc.strerror}") from None
         models = os.path.realpath(settings.RBEE_MODELS_DIR)
@@ -127,7 +125,7 @@ class LocalVendor:
         found: list[_Source] = []
         self._walk(real, "", roots, {real}, found)
         if not found:
-            raise NotFound(f"{path} is an empty folder: nothing to import", kind="not_found")
+            raise NotFound(f"{path} is an empty folder: nothing to import")
         return sorted(found, key=lambda s: s.relative)
 
     def _walk(self, folder: str, prefix: str, roots: list[str], visiting: set[str], found: list[_Source]) -> None:
@@ -146,7 +144,7 @@ class LocalVendor:
             try:
                 st = os.stat(real)
             except OSError:
-                raise NotFound(f"{entry.path} is a broken link", kind="not_found") from None
+                raise NotFound(f"{entry.path} is a broken link") from None
             if stat.S_ISDIR(st.st_mode):
                 if real in visiting:
                     raise DownloadError(f"{entry.path} links back to a folder above it (a loop)", kind="not_a_file")
@@ -167,10 +165,12 @@ class LocalVendor:
             # sha256 is unknown here: the preview plans on every keystroke, and
             # hashing a 40 GB folder is the fetch's work, not the plan's.
             files=[PlannedFile(path=s.relative, size=s.size, url=f"file:{s.real}") for s in sources],
+            # A guess for the disk check and the preview (same filesystem: links, no space);
+            # what fetch actually did is in its FetchResult.
             extra={"source": ref.path, "linked": all(s.device == device for s in sources)},
         )
 
-    def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> dict[str, str]:
+    def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> FetchResult:
         """Hardlink (same filesystem) or copy each file, hashing it either way.
 
         The sources are looked up again rather than trusted from the plan: a job
@@ -197,10 +197,9 @@ class LocalVendor:
             digest = self._hash_or_copy(source, target, copy=not linked, progress=progress, cancelled=cancelled)
             progress.file_done(planned.path, planned.size, digest)
             digests[planned.path] = digest
-        # What actually happened wins over the plan's guess (a link can be refused,
-        # e.g. by fs.protected_hardlinks); the job records this on the entry.
-        plan.extra["linked"] = all_linked
-        return digests
+        # What actually happened, not the plan's guess: a link can be refused
+        # (e.g. by fs.protected_hardlinks) and the file copied instead.
+        return FetchResult(sha256=digests, linked=all_linked)
 
     def _link(self, source: str, target: Path) -> bool:
         try:

@@ -5,6 +5,10 @@ license…). The manifest is fetched once at plan time and kept in the plan, so 
 resumed job writes exactly the manifest it planned from; the blobs are fetched by
 digest through the shared transfer, which verifies each one against its digest
 and resumes with Range.
+
+The configured registry (``RBEE_OLLAMA_REGISTRY``) is trusted, redirects to its
+blob storage included; a registry named in the reference (``ollama:HOST/…``) is
+what an admin typed, and every host it leads to is checked (transfer).
 """
 
 from __future__ import annotations
@@ -16,16 +20,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import httpx
 from django.conf import settings
 
 from provisioner.references import OllamaRef, Reference, is_loopback
-from provisioner.vendors import http
+from provisioner.vendors import transfer
 from provisioner.vendors.base import (
     AccessDenied,
     Cancelled,
     CancelToken,
     DownloadError,
+    FetchResult,
     NetworkError,
     NotFound,
     Plan,
@@ -59,13 +63,15 @@ LAYER_NAMES = {
 # Names we write ourselves; a layer never takes one of them.
 _RESERVED = {"manifest.json", "config.json"}
 _BEARER_PARAM = re.compile(r'(\w+)="([^"]*)"')
-_HOST = re.compile(r"^(?P<name>[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?)(?::(?P<port>\d{1,5}))?$")
 
 
 def is_valid_digest(digest: object) -> bool:
     return isinstance(digest, str) and bool(_DIGEST.match(digest))
 
 
+def is_configured_registry(base: str) -> bool:
+    """Whether ``base`` is the operator's registry, trusted, rather than one typed in a reference."""
+    return base.rstrip("/") == settings.RBEE_OLLAMA_REGISTRY.rstrip("/")
 
 
 def registry_base(ref: OllamaRef) -> str:
@@ -76,10 +82,8 @@ def registry_base(ref: OllamaRef) -> str:
     """
     if not ref.host:
         return settings.RBEE_OLLAMA_REGISTRY.rstrip("/")
-    match = _HOST.match(ref.host)
-    if not match:
-        raise DownloadError(f"'{ref.host}' is not a registry host name (HOST or HOST:PORT)", kind="unsupported")
-    scheme = "http" if is_loopback(match["name"]) else "https"
+    # parse_reference allows only HOST or HOST:PORT here, lower case.
+    scheme = "http" if is_loopback(ref.host.rsplit(":", 1)[0]) else "https"
     return f"{scheme}://{ref.host}"
 
 
@@ -108,13 +112,20 @@ class OllamaVendor:
     def supports(self, ref: Reference) -> bool:
         return isinstance(ref, OllamaRef)
 
+    def validate(self, ref: Reference) -> None:
+        """A typed registry inside the network is refused on the form."""
+        assert isinstance(ref, OllamaRef)
+        base = registry_base(ref)
+        if not is_configured_registry(base):
+            transfer.check_typed_url(f"{base}/v2/", name_may_be_remote=True)
+
     def plan(self, ref: Reference) -> Plan:
         assert isinstance(ref, OllamaRef)
         base = registry_base(ref)
         repository = f"{ref.namespace}/{ref.model}"
         url = f"{base}/v2/{repository}/manifests/{ref.tag}"
-        with http.make_client({"Accept": ACCEPT}) as client:
-            raw, token_auth = self._get_manifest(client, url, ref, base)
+        headers = {"Accept": ACCEPT}
+        raw, token_auth = self._get_manifest(headers, url, ref, base, trusted=is_configured_registry(base))
         digest = "sha256:" + hashlib.sha256(raw).hexdigest()
         manifest = self._parse(raw, ref)
         files: list[PlannedFile] = []
@@ -160,54 +171,49 @@ class OllamaVendor:
             },
         )
 
-    def _get_manifest(self, client: httpx.Client, url: str, ref: OllamaRef, base: str) -> tuple[bytes, bool]:
+    def _get_manifest(
+        self, headers: dict[str, str], url: str, ref: OllamaRef, base: str, *, trusted: bool
+    ) -> tuple[bytes, bool]:
         """The manifest bytes, exactly as served (its digest is over these bytes)."""
         token_auth = False
-        try:
-            response = self._read_limited(client, url)
-            if response[0] == 401 and self._authorize(client, response[1], base):
-                token_auth = True
-                response = self._read_limited(client, url)
-        except httpx.TransportError as exc:
-            raise NetworkError(f"could not reach the Ollama registry at {base}: {type(exc).__name__} {exc}".strip()) from None
-        status, headers, raw = response
+        status, answer, raw = self._read_limited(headers, url, trusted=trusted)
+        if status == 401 and self._authorize(headers, answer, trusted=trusted):
+            token_auth = True
+            status, answer, raw = self._read_limited(headers, url, trusted=trusted)
         if status == 404:
-            raise NotFound(f"model or tag not found: {ref.display_name} is not in the registry at {base}", kind="not_found")
+            raise NotFound(f"model or tag not found: {ref.display_name} is not in the registry at {base}")
         if status in (401, 403):
             raise AccessDenied(f"the Ollama registry at {base} refused access to {ref.display_name} ({status})")
         if status == 429 or status >= 500:
             raise NetworkError(f"the Ollama registry at {base} answered {status}; try again later")
         if status != 200:
             raise DownloadError(f"the Ollama registry at {base} answered {status} for {ref.display_name}")
-        served = headers.get("Docker-Content-Digest", "")
+        served = answer.get("docker-content-digest", "")
         computed = "sha256:" + hashlib.sha256(raw).hexdigest()
         if served.startswith("sha256:") and served != computed:
+            shown = served if is_valid_digest(served) else "another digest"
             raise VerificationError(
                 f"the manifest of {ref.display_name} does not match the digest the registry gave "
-                f"({served}, computed {computed})"
+                f"({shown}, computed {computed})"
             )
         return raw, token_auth
 
-    def _read_limited(self, client: httpx.Client, url: str) -> tuple[int, httpx.Headers, bytes]:
-        with client.stream("GET", url) as response:
+    def _read_limited(self, headers: dict[str, str], url: str, *, trusted: bool) -> tuple[int, dict[str, str], bytes]:
+        with transfer.request("GET", url, headers=headers, trusted=trusted) as response:
             if response.status_code != 200:
                 return response.status_code, response.headers, b""
-            body = bytearray()
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > MAX_MANIFEST_BYTES:
-                    raise DownloadError(f"the manifest at {url} is larger than {MAX_MANIFEST_BYTES} bytes; not a model")
-            return response.status_code, response.headers, bytes(body)
+            return response.status_code, response.headers, response.read(MAX_MANIFEST_BYTES)
 
-    def _authorize(self, client: httpx.Client, headers: httpx.Headers, base: str) -> bool:
+    def _authorize(self, headers: dict[str, str], answer: dict[str, str], *, trusted: bool) -> bool:
         """Answer a ``Bearer realm=…`` challenge with an anonymous pull token.
 
         Docker Hub-style registries want this even for public images; a token is
         asked for anonymously (no credentials are configured for Ollama) and then
-        sent on every request of this client. Returns False when there is nothing
-        we can answer, so the caller reports the 401.
+        sent, in ``headers``, on every later request. The realm is checked like the
+        registry that named it. Returns False when there is nothing we can answer,
+        so the caller reports the 401.
         """
-        challenge = headers.get("WWW-Authenticate", "")
+        challenge = answer.get("www-authenticate", "")
         if not challenge.lower().startswith("bearer "):
             return False
         params = dict(_BEARER_PARAM.findall(challenge))
@@ -218,20 +224,19 @@ class OllamaVendor:
         if parts.scheme == "http" and not is_loopback(parts.hostname):
             return False
         query = urlencode({k: v for k, v in params.items() if k in ("service", "scope")})
+        token_url = f"{realm}{'&' if '?' in realm else '?'}{query}" if query else realm
+        with transfer.request("GET", token_url, trusted=trusted) as response:
+            if response.status_code != 200:
+                return False
+            body = response.read(MAX_MANIFEST_BYTES)
         try:
-            answer = client.get(f"{realm}{'&' if '?' in realm else '?'}{query}" if query else realm)
-        except httpx.TransportError as exc:
-            raise NetworkError(f"could not get a pull token from {parts.hostname}: {type(exc).__name__}") from None
-        if answer.status_code != 200:
-            return False
-        try:
-            data = answer.json()
+            data = json.loads(body)
         except ValueError:
             return False
         token = data.get("token") or data.get("access_token") if isinstance(data, dict) else None
         if not isinstance(token, str) or not token:
             return False
-        client.headers["Authorization"] = f"Bearer {token}"
+        headers["Authorization"] = f"Bearer {token}"
         return True
 
     def _parse(self, raw: bytes, ref: OllamaRef) -> dict[str, Any]:
@@ -248,9 +253,7 @@ class OllamaVendor:
             )
         if manifest.get("schemaVersion") != 2 or media_type not in (None, DOCKER_MANIFEST, OCI_MANIFEST):
             raise DownloadError(
-                f"{ref.display_name}: unsupported manifest (schemaVersion {manifest.get('schemaVersion')!r}, "
-                f"mediaType {media_type!r})",
-                kind="not_a_model",
+                f"{ref.display_name}: the registry's manifest is not a schema 2 image manifest", kind="not_a_model"
             )
         layers = manifest.get("layers")
         if not isinstance(layers, list) or not layers or not all(isinstance(x, dict) for x in layers):
@@ -272,7 +275,7 @@ class OllamaVendor:
         """
         digest = descriptor.get("digest")
         if not is_valid_digest(digest):
-            raise UnsafePath(f"refusing the manifest of {ref.display_name}: layer digest {digest!r} is not sha256:<64 hex>")
+            raise UnsafePath(f"refusing the manifest of {ref.display_name}: a layer digest is not sha256:<64 hex>")
         size = descriptor.get("size")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise DownloadError(f"the manifest of {ref.display_name} gives no valid size for {digest}")
@@ -281,35 +284,34 @@ class OllamaVendor:
             media_type = "application/octet-stream"
         return str(digest), size, media_type[:128]
 
-    def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> dict[str, str]:
+    def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> FetchResult:
+        trusted = is_configured_registry(str(plan.extra.get("registry", "")))
+        headers = {"Accept": ACCEPT}
+        if plan.extra.get("token_auth"):
+            self._refresh_token(headers, plan, trusted=trusted)
         digests: dict[str, str] = {}
-        with http.make_client({"Accept": ACCEPT}) as client:
-            if plan.extra.get("token_auth"):
-                self._refresh_token(client, plan)
-            for planned in plan.files:
-                if cancelled():
-                    raise Cancelled()
-                if planned.path == "manifest.json":
-                    digest = self._write_manifest(plan, planned, inside(dest, planned.path))
-                    progress.file_done(planned.path, planned.size, digest)
-                else:
-                    if not planned.url.endswith("/blobs/sha256:" + (planned.sha256 or "")) or not is_valid_digest(
-                        "sha256:" + (planned.sha256 or "")
-                    ):
-                        raise UnsafePath(f"refusing {planned.path}: its blob URL does not name its sha256 digest")
-                    digest = http.fetch_planned(client, planned, dest, progress, cancelled)
-                digests[planned.path] = digest
-        return digests
+        for planned in plan.files:
+            if cancelled():
+                raise Cancelled()
+            if planned.path == "manifest.json":
+                digest = self._write_manifest(plan, planned, inside(dest, planned.path))
+                progress.file_done(planned.path, planned.size, digest)
+            else:
+                if not planned.url.endswith("/blobs/sha256:" + (planned.sha256 or "")) or not is_valid_digest(
+                    "sha256:" + (planned.sha256 or "")
+                ):
+                    raise UnsafePath(f"refusing {planned.path}: its blob URL does not name its sha256 digest")
+                digest = transfer.fetch_file(planned, dest, progress, cancelled, headers=headers, trusted=trusted)
+            digests[planned.path] = digest
+        return FetchResult(sha256=digests)
 
-    def _refresh_token(self, client: httpx.Client, plan: Plan) -> None:
+    def _refresh_token(self, headers: dict[str, str], plan: Plan, *, trusted: bool) -> None:
         """A resumed job gets a fresh pull token: the one from plan time has expired."""
         url = next(f.url for f in plan.files if f.path == "manifest.json")
-        try:
-            response = client.get(url)
-        except httpx.TransportError as exc:
-            raise NetworkError(f"could not reach the Ollama registry: {type(exc).__name__}") from None
-        if response.status_code == 401:
-            self._authorize(client, response.headers, plan.extra.get("registry", ""))
+        with transfer.request("GET", url, headers=headers, trusted=trusted) as response:
+            status, answer = response.status_code, response.headers
+        if status == 401:
+            self._authorize(headers, answer, trusted=trusted)
 
     def _write_manifest(self, plan: Plan, planned: PlannedFile, target: Path) -> str:
         raw = str(plan.extra.get("manifest", "")).encode("utf-8")

@@ -3,7 +3,9 @@
 The plan asks the server (HEAD, or a one-byte ranged GET where HEAD is refused,
 as some signed-URL hosts do) for the size, the file name and the ETag before a
 byte is written; the transfer itself is the shared resumable one, which checks the
-size always and the sha256 when the reference carries one.
+size always and the sha256 when the reference carries one. A URL is typed by an
+admin, so every host it (or a redirect) names must be a public address, and the
+answer must be a file, not a web page.
 """
 
 from __future__ import annotations
@@ -11,18 +13,18 @@ from __future__ import annotations
 import posixpath
 import re
 import unicodedata
+from collections.abc import Mapping
 from email.message import Message
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-import httpx
-
 from provisioner.references import Reference, UrlRef, is_loopback
-from provisioner.vendors import http
+from provisioner.vendors import transfer
 from provisioner.vendors.base import (
     AccessDenied,
     CancelToken,
     DownloadError,
+    FetchResult,
     NetworkError,
     NotFound,
     Plan,
@@ -66,9 +68,12 @@ def disposition_filename(value: str | None) -> str:
     return str(name)
 
 
+_ETAG_UNSAFE = re.compile(r"[^A-Za-z0-9._:+/=-]")
 
 
 class UrlVendor:
+    """A URL is what an admin typed: every request it leads to is checked (transfer)."""
+
     name = "url"
     label = "URL"
 
@@ -76,40 +81,43 @@ class UrlVendor:
         return isinstance(ref, UrlRef)
 
     def validate(self, ref: Reference) -> None:
-        """Plain http is for loopback test servers only; checked here on the exact host."""
+        """Plain http is for loopback test servers only, and no host inside the network."""
         assert isinstance(ref, UrlRef)
         parts = urlsplit(ref.url)
         if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname or "")):
             raise DownloadError(
                 f"{ref.url}: plain http:// is only allowed for loopback; use https://", kind="unsupported"
             )
+        # Checked again on every hop of the download; here so the form refuses it at once.
+        transfer.check_typed_url(ref.url, name_may_be_remote=True)
 
     def plan(self, ref: Reference) -> Plan:
         assert isinstance(ref, UrlRef)
         self.validate(ref)
-        host = urlsplit(ref.url).netloc
-        try:
-            with http.make_client() as client:
-                response = client.head(ref.url, headers={"Accept-Encoding": "identity"})
-                size = self._content_length(response) if response.status_code == 200 else None
-                if size is None:
-                    # Some hosts (signed S3 URLs, a few CDNs) refuse HEAD, or leave the
-                    # size out of it, but answer a ranged GET.
-                    response, size = self._probe_with_get(client, ref.url)
-        except httpx.TransportError as exc:
-            raise NetworkError(f"could not reach {host}: {type(exc).__name__} {exc}".strip()) from None
-        self._raise_for_status(response.status_code, ref.url)
+        with transfer.request("HEAD", ref.url, headers={"Accept-Encoding": "identity"}) as response:
+            status, headers = response.status_code, response.headers
+        size = self._content_length(headers) if status == 200 else None
+        if size is None:
+            # Some hosts (signed S3 URLs, a few CDNs) refuse HEAD, or leave the
+            # size out of it, but answer a ranged GET.
+            status, headers, size = self._probe_with_get(ref.url)
+        self._raise_for_status(status, ref.url)
+        if transfer.is_html(headers.get("content-type")):
+            raise DownloadError(
+                f"{ref.url} answers a web page, not a file: give the file's own download link",
+                kind="not_a_file",
+            )
         if size is None:
             raise DownloadError(
                 f"{ref.url}: the server does not tell the size of the file (no Content-Length), "
                 "so the download could not be checked, resumed or fitted to the disk",
                 kind="size_unknown",
             )
-        filename = sanitise_filename(disposition_filename(response.headers.get("Content-Disposition")))
+        filename = sanitise_filename(disposition_filename(headers.get("content-disposition")))
         if not filename:
             filename = sanitise_filename(unquote(posixpath.basename(urlsplit(ref.url).path))) or "download"
         filename = safe_relative_path(filename)
-        etag = response.headers.get("ETag", "").removeprefix("W/").strip('"')[:128]
+        etag = _ETAG_UNSAFE.sub("", headers.get("etag", "").removeprefix("W/"))[:128]
         return Plan(
             vendor=self.name,
             reference=ref.canonical,
@@ -119,35 +127,40 @@ class UrlVendor:
             extra={"sha256_given": bool(ref.sha256)},
         )
 
-    def _content_length(self, response: httpx.Response) -> int | None:
-        encoding = response.headers.get("Content-Encoding", "identity").lower()
-        length = response.headers.get("Content-Length", "")
+    def _content_length(self, headers: Mapping[str, str]) -> int | None:
+        encoding = headers.get("content-encoding", "identity").lower()
+        length = headers.get("content-length", "")
         if encoding not in ("", "identity") or not length.isdigit():
             return None
         return int(length)
 
-    def _probe_with_get(self, client: httpx.Client, url: str) -> tuple[httpx.Response, int | None]:
+    def _probe_with_get(self, url: str) -> tuple[int, dict[str, str], int | None]:
         """Ask for one byte: a 206 tells the total size in Content-Range."""
-        with client.stream("GET", url, headers={"Range": "bytes=0-0", "Accept-Encoding": "identity"}) as response:
-            # The body is never read: closing the stream drops the connection if needed.
-            if response.status_code == 206:
-                match = _CONTENT_RANGE_TOTAL.match(response.headers.get("Content-Range", "").strip())
-                return response, int(match[1]) if match else None
-            if response.status_code == 200:
-                return response, self._content_length(response)
-            return response, None
+        headers = {"Range": "bytes=0-0", "Accept-Encoding": "identity"}
+        # The body is never read: closing the answer drops the connection.
+        with transfer.request("GET", url, headers=headers) as response:
+            status, answer = response.status_code, response.headers
+        if status == 206:
+            match = _CONTENT_RANGE_TOTAL.match(answer.get("content-range", "").strip())
+            return status, answer, int(match[1]) if match else None
+        if status == 200:
+            return status, answer, self._content_length(answer)
+        return status, answer, None
 
     def _raise_for_status(self, status: int, url: str) -> None:
         if status in (200, 206):
             return
         if status == 404 or status == 410:
-            raise NotFound(f"{url}: not found on the server ({status})", kind="not_found")
+            raise NotFound(f"{url}: not found on the server ({status})")
         if status in (401, 403):
             raise AccessDenied(f"{url}: the server refused access ({status})")
         if status == 429 or status >= 500:
             raise NetworkError(f"{url}: the server answered {status}; try again later")
         raise DownloadError(f"{url}: unexpected answer {status} from the server")
 
-    def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> dict[str, str]:
-        with http.make_client() as client:
-            return {f.path: http.fetch_planned(client, f, dest, progress, cancelled) for f in plan.files}
+    def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> FetchResult:
+        digests = {
+            f.path: transfer.fetch_file(f, dest, progress, cancelled, trusted=False, refuse_html=True)
+            for f in plan.files
+        }
+        return FetchResult(sha256=digests)

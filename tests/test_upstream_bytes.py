@@ -1,0 +1,120 @@
+"""What a remote end sends is never repeated to the admin.
+
+A service that is not HTTP answers a connection with its own first line (Redis,
+SMTP and SSH do; some put a password or an internal host name in it). That line
+must not reach the job's error, its narration or the plan preview: transport
+failures are told in fixed words, the failure and host:port at most.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from provisioner.models import DownloadJob, NarrationEvent
+from tests.helpers import download
+
+SECRET = "hunter2-S3cr3t-banner-token"
+BANNERS = [
+    f"-ERR invalid password '{SECRET}' for default user\r\n".encode(),
+    f"SSH-2.0-OpenSSH_9.6 {SECRET}\r\n".encode(),
+    f"HTTP/1.1 200 {SECRET}\r\nContent-Length: nonsense-{SECRET}\r\n\r\n".encode(),
+]
+
+
+class BannerServer:
+    """A raw TCP service on 127.0.0.1 that greets every connection with its banner, then hangs up."""
+
+    def __init__(self, banner: bytes) -> None:
+        self.banner = banner
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                conn.sendall(self.banner)
+                conn.recv(65536)  # the request, unread
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    def __enter__(self) -> BannerServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+
+@pytest.fixture(params=BANNERS, ids=["redis", "ssh", "broken-http"])
+def service(request) -> Iterator[BannerServer]:
+    with BannerServer(request.param) as server:
+        yield server
+
+
+def story(job: DownloadJob) -> str:
+    events = NarrationEvent.objects.filter(job=job)
+    return job.error + "".join(e.human + json.dumps(e.fields) for e in events)
+
+
+@pytest.mark.parametrize(
+    "reference",
+    ["http://127.0.0.1:{port}/model.gguf", "ollama:127.0.0.1:{port}/library/tiny:latest"],
+    ids=["url", "ollama"],
+)
+def test_a_banner_reaches_no_job_error_narration_or_preview(service, hive, alice_client, reference):
+    reference = reference.format(port=service.port)
+
+    job = download(reference, hive)
+    preview = alice_client.get("/jobs/plan/", {"model": reference}).content.decode()
+
+    assert job.state == DownloadJob.FAILED
+    assert SECRET not in story(job)
+    assert SECRET not in preview
+    if not service.banner.startswith(b"HTTP/"):
+        assert job.error_kind == "network"
+        assert f"127.0.0.1:{service.port}" in job.error  # where, in fixed words
+        assert "did not answer HTTP" in job.error or "without answering" in job.error
+        assert f"127.0.0.1:{service.port}" in preview
+
+
+def test_a_banner_from_the_configured_hub_is_not_repeated_either(service, hive, alice_client, settings):
+    settings.HF_ENDPOINT = f"http://127.0.0.1:{service.port}"
+
+    job = download("acme/tiny", hive)
+    preview = alice_client.get("/jobs/plan/", {"model": "acme/tiny"}).content.decode()
+
+    assert job.state == DownloadJob.FAILED
+    assert SECRET not in story(job)
+    assert SECRET not in preview
+
+
+def test_a_banner_during_the_transfer_is_not_repeated(service, hive, settings):
+    """The plan came from a real server; the bytes are asked of the banner service."""
+    from tests.servers.faults import FaultServer
+
+    with FaultServer() as files:
+        files.add_file("m.gguf", b"x" * 1000)
+        files.set_fault("m.gguf", statuses=[(302, {"Location": f"http://127.0.0.1:{service.port}/m.gguf"})] * 10)
+        job = download(files.url_for("m.gguf"), hive)
+
+    assert job.state == DownloadJob.FAILED
+    assert SECRET not in story(job)
+    assert f"127.0.0.1:{service.port}" in job.error
