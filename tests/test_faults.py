@@ -123,7 +123,9 @@ def test_it_refuses_traversal_names_before_any_write(hub, hive, settings, name):
     job = download("evil/names", hive)
     assert job.state == DownloadJob.FAILED and job.error_kind == "unsafe_path"
     assert not _weights_gets(hub)
-    assert files_below(settings.RBEE_MODELS_DIR.parent) <= {"models"} or not files_below(settings.RBEE_MODELS_DIR)
+    # Nothing was written anywhere: not in the models dir, not beside it, not at the root.
+    assert files_below(settings.RBEE_MODELS_DIR.parent) == set()
+    assert not Path("/abs.bin").exists() and not Path("/x.bin").exists()
 
 
 def test_the_progress_is_throttled_and_honest(hub, repo, hive, settings):
