@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 DATABASE_RETRY_S = 5.0
 
 
-def start_embedded_worker() -> None:
+def start_embedded_worker() -> HiveHeartbeat | None:
     """The web process is the local hive's only worker: repair, then requeue all.
 
     A graceful stop (SIGTERM, Ctrl-C) hands the running downloads back before the
@@ -38,12 +38,15 @@ def start_embedded_worker() -> None:
         hive = Hive.register(settings.RBEE_HIVE, settings.RBEE_MODELS_DIR, current=True)
         requeued = recover_hive(hive, sole_worker=True)
         hive.beat()
-        HiveHeartbeat(hive, embedded=True).start()
+        heartbeat = HiveHeartbeat(hive, embedded=True)
+        heartbeat.start()
         if requeued:
             logger.info("requeued %d unfinished download(s): %s", len(requeued), requeued)
+        return heartbeat
     except Exception:
         # A database that is not migrated yet must not stop the server from starting.
         logger.exception("could not recover the local hive at start")
+        return None
     finally:
         close_old_connections()
 

@@ -44,5 +44,7 @@ def test_the_embedded_worker_follows_rbee_models_dir(transactional_db, settings,
 
     Hive.objects.create(name="local", models_dir="/old/place")
     settings.RBEE_MODELS_DIR = tmp_path / "new-place"
-    start_embedded_worker()
-    assert Hive.objects.get(name="local").models_dir == str(tmp_path / "new-place")
+    heartbeat = start_embedded_worker()
+    assert heartbeat is not None
+    heartbeat.stop()
+    assert Hive.objects.get(name="local").models_dir == str((tmp_path / "new-place").resolve())
