@@ -9,7 +9,6 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET, require_http_methods
 
-from catalog.models import Hive
 from provisioner.forms import DownloadForm
 from provisioner.models import DownloadJob, NarrationEvent
 from provisioner.tasks import submit
@@ -78,13 +77,7 @@ def _create(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"error": "the body must be JSON"}, status=400)
     if not isinstance(body, dict):
         return JsonResponse({"error": 'expected {"model": "..."}'}, status=400)
-    data = {"model": body.get("model", "")}
-    if hive_name := body.get("hive"):
-        hive = Hive.objects.filter(name=hive_name).first()
-        if hive is None:
-            return JsonResponse({"error": f"unknown hive {hive_name!r}"}, status=400)
-        data["hive"] = str(hive.pk)
-    form = DownloadForm(data)
+    form = DownloadForm({"model": body.get("model", ""), "hive": body.get("hive") or None})
     if not form.is_valid():
         return JsonResponse({"error": "invalid request", "fields": form.errors}, status=400)
     job, created = submit(form.cleaned_data["model"], form.cleaned_data["hive"], request.user)

@@ -10,6 +10,13 @@ from provisioner.vendors import SUPPORTED_FORMS_TEXT, vendor_for
 from provisioner.vendors.base import DownloadError
 
 
+class HiveChoiceField(forms.ModelChoiceField):
+    """A hive chosen by name: the page's select and the JSON API post the same value."""
+
+    def label_from_instance(self, obj: Any) -> str:
+        return obj.name if obj.is_online() else f"{obj.name} (offline)"
+
+
 class DownloadForm(forms.Form):
     model = forms.CharField(
         max_length=512,
@@ -23,12 +30,18 @@ class DownloadForm(forms.Form):
             }
         ),
     )
-    hive = forms.ModelChoiceField(queryset=Hive.objects.all(), required=False, empty_label=None)
+    hive = HiveChoiceField(
+        queryset=Hive.objects.all(),
+        to_field_name="name",
+        required=False,
+        empty_label=None,
+        error_messages={"invalid_choice": "unknown hive %(value)r"},
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.reference: Reference | None = None
-        self.fields["hive"].initial = Hive.default().pk
+        self.fields["hive"].initial = Hive.default().name
 
     def clean_model(self) -> str:
         text = self.cleaned_data["model"]

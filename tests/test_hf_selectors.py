@@ -182,7 +182,7 @@ def test_it_previews_the_quant_choices_of_a_gguf_repo(hub, gguf_repo, alice_clie
     assert "4 files" in body
     assert human_bytes(len(Q4) + len(Q5) + len(Q8) + len(b"# tiny")) in body
     for quant in ("Q4_K_M", "Q5_K_M", "Q8_0"):
-        assert f'href="/jobs/new/?model=acme/tiny-GGUF:{quant}"' in body
+        assert f'href="/jobs/new/?model=acme%2Ftiny-GGUF%3A{quant}"' in body
 
 
 def test_it_previews_that_a_download_does_not_fit(hub, gguf_repo, alice_client, hive, settings):
