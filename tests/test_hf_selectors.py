@@ -147,19 +147,19 @@ def test_it_pins_a_commit_sha(hub, gguf_repo, hive):
 
 
 def preview(client, model: str) -> str:
-    response = client.get("/jobs/plan/", {"model": model})
+    response = client.post("/jobs/plan/", {"model": model})
     assert response.status_code == 200
     return response.content.decode()
 
 
 def test_it_requires_login_for_the_preview(client, db):
-    response = client.get("/jobs/plan/", {"model": "acme/tiny-GGUF"})
+    response = client.post("/jobs/plan/", {"model": "acme/tiny-GGUF"})
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/?next=")
 
 
-def test_it_rejects_post_to_the_preview(alice_client):
-    assert alice_client.post("/jobs/plan/", {"model": "acme/tiny-GGUF"}).status_code == 405
+def test_it_rejects_get_of_the_preview(alice_client):
+    assert alice_client.get("/jobs/plan/", {"model": "acme/tiny-GGUF"}).status_code == 405
 
 
 def test_it_previews_the_files_sizes_and_total_of_a_selector(hub, gguf_repo, alice_client, hive):

@@ -120,12 +120,12 @@ def test_it_checks_csrf_on_posts(alice, job):
 
 
 def test_the_plan_preview_requires_login(client, db):
-    response = client.get("/jobs/plan/?model=org/name")
+    response = client.post("/jobs/plan/", {"model": "org/name"})
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
 
 
 def test_it_rejects_post_to_read_only_pages(alice_client, entry, job):
-    for path in ["/models/", f"/models/{entry.pk}/", "/jobs/new/", "/jobs/plan/", f"/jobs/{job.pk}/"]:
+    for path in ["/models/", f"/models/{entry.pk}/", "/jobs/new/", f"/jobs/{job.pk}/"]:
         assert alice_client.post(path).status_code == 405, path
 
 
@@ -178,3 +178,28 @@ def test_the_download_form_and_the_api_both_name_the_hive(alice_client, hive):
     response = alice_client.post("/jobs/", {"model": "org/two", "hive": "nowhere"})
     assert response.status_code == 400 and "unknown hive" in response.content.decode()
     assert not DownloadJob.objects.filter(reference="hf:org/two").exists()
+
+
+# -- the plan preview makes the server fetch: only a CSRF-checked POST may ask -----------
+
+
+def test_a_get_of_the_plan_preview_is_refused_and_fetches_nothing(alice_client, hub, hive):
+    hub.add_repo("acme/lure", {"config.json": b"{}"})
+    response = alice_client.get("/jobs/plan/", {"model": "acme/lure"})
+    assert response.status_code == 405
+    assert hub.requests == []
+
+
+def test_a_plan_preview_post_without_the_csrf_token_is_refused(alice, hub, hive):
+    from django.test import Client
+
+    hub.add_repo("acme/lure", {"config.json": b"{}"})
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    assert client.post("/jobs/plan/", {"model": "acme/lure"}).status_code == 403
+    assert hub.requests == []
+
+
+def test_the_download_form_asks_for_its_preview_by_post(alice_client, hive):
+    body = alice_client.get("/jobs/new/").content.decode()
+    assert 'hx-post="/jobs/plan/"' in body and "hx-get" not in body
