@@ -120,9 +120,15 @@ def job_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 
 @staff_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def job_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """GET asks for confirmation (in the job page with htmx, a page of its own without); POST cancels."""
     job = _get_job_or_404(request, pk)
+    if request.method == "GET":
+        if not job.is_active:
+            return HttpResponseRedirect(job.get_absolute_url())
+        template = "provisioner/job_confirm_cancel.html#confirm" if request.htmx else "provisioner/job_confirm_cancel.html"
+        return render(request, template, {"job": job})
     was_queued = job.state == DownloadJob.QUEUED
     if job.request_cancel():
         if was_queued and job.state == DownloadJob.CANCELLED:

@@ -106,8 +106,8 @@ def test_login_page_works(client, alice):
 
 
 def test_it_rejects_get_of_post_only_actions(alice_client, job):
-    assert alice_client.get(f"/jobs/{job.pk}/cancel/").status_code == 405
     assert alice_client.get(f"/jobs/{job.pk}/retry/").status_code == 405
+    assert alice_client.get("/jobs/plan/").status_code == 405
 
 
 def test_it_checks_csrf_on_posts(alice, job):

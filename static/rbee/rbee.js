@@ -19,8 +19,28 @@
     if (kind === "jobs") e.detail.socketWrapper.send(JSON.stringify({ resync: true }));
   });
 
+  // An in-page confirmation (cancel): "Keep" closes it without leaving the page, a
+  // done request closes it, and so does the job ending meanwhile.
+  document.addEventListener("click", function (e) {
+    var keep = e.target.closest && e.target.closest("[data-dismiss]");
+    if (!keep) return;
+    var box = document.querySelector(keep.dataset.dismiss);
+    if (box && box.closest("#job-confirm")) { e.preventDefault(); box.remove(); }
+  });
+
+  document.addEventListener("htmx:afterRequest", function (e) {
+    var box = e.detail.elt.closest(".confirm");
+    if (box && e.detail.successful && e.detail.requestConfig.verb !== "get") box.remove();
+  });
+
+  function dropStaleConfirmation() {
+    var box = document.getElementById("cancel-confirm");
+    if (box && document.getElementById("job-header") && !document.getElementById("job-cancel")) box.remove();
+  }
+
   document.addEventListener("htmx:wsAfterMessage", function (e) {
     updateTitle();
+    dropStaleConfirmation();
     var events = document.getElementById("job-events");
     if (events) events.scrollTop = events.scrollHeight;
     var empty = document.getElementById("jobs-empty");
