@@ -1,8 +1,9 @@
-"""The ``rbee`` template library: human units (from rbee.formatting) and relative times."""
+"""The ``rbee`` template library: human units (from rbee.formatting), relative times, narration icons."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django import template
 from django.contrib.humanize.templatetags.humanize import naturaltime
@@ -16,6 +17,7 @@ register = template.Library()
 register.filter("human_bytes", formatting.human_bytes)
 register.filter("human_duration", formatting.human_duration)
 register.filter("short_sha", formatting.short_sha)
+register.filter("without_emoji", formatting.without_emoji)
 
 
 @register.filter
@@ -24,4 +26,26 @@ def reltime(value: datetime | None) -> str:
     if value is None:
         return "—"
     exact = timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
-    return format_html('<time datetime="{}" title="{}">{}</time>', value.isoformat(), exact, naturaltime(value))
+    # rbee.js keeps the text true while the page stays open (class "rel").
+    return format_html(
+        '<time class="rel" datetime="{}" title="{}">{}</time>', value.isoformat(), exact, naturaltime(value)
+    )
+
+
+@register.filter
+def event_icon(event: Any) -> str:
+    """Which icon a narration event gets (templates/provisioner/event_icon.html), by level and action."""
+    action, level = event.action, event.level
+    if level == "error" or action.endswith(("_failed", "_unsupported")):
+        return "error"
+    if action == "model_delete":
+        return "delete"
+    if action.endswith(("_cancelled", "_cancel_requested")):
+        return "stop"
+    if level == "warn" or action.endswith("_exists"):
+        return "warn"
+    if action.endswith(("_complete", "_file_done", "_recovered")):
+        return "done"
+    if action.endswith(("_start", "_queued", "_resumed")):
+        return "download"
+    return "info"
