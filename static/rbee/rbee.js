@@ -85,7 +85,7 @@
 
   // Relative times, as Django's naturaltime writes them; the exact time stays in the title.
   function plural(n, one, many) {
-    return n === 1 ? one : n + " " + many;
+    return n === 1 ? one : n + "\u00a0" + many;  // as naturaltime: a no-break space
   }
 
   function naturalTime(then, now) {
