@@ -65,6 +65,7 @@ def test_relative_times_carry_the_exact_time_for_the_page_to_tick(alice_client, 
 
 
 def test_the_page_draws_icons_but_the_stored_narration_keeps_its_emoji(alice_client, job):
+    narrate(job, "model_download_queued", "Queued 'org/name' on hive 'local'")
     narrate(job, "model_download_start", "📥 Downloading model 'org/name' on hive 'local'")
     narrate(job, "model_download_file_done", "✓ config.json (2 B, sha256 abc…)")
     narrate(job, "model_download_exists", "⚠️ Model 'org/name' already exists", level="warn")
@@ -78,10 +79,10 @@ def test_the_page_draws_icons_but_the_stored_narration_keeps_its_emoji(alice_cli
     assert not EMOJI.search(events), EMOJI.findall(events)
     assert "Downloading model &#x27;org/name&#x27; on hive &#x27;local&#x27;" in events
     kinds = re.findall(r'<svg class="icon (\w+)"', events)
-    assert kinds == ["download", "done", "warn", "stop", "done", "error", "delete"]
+    assert kinds == ["info", "download", "done", "warn", "stop", "done", "error", "delete"]
 
     stored = list(job.events.order_by("seq").values_list("human", flat=True))
-    assert [h[0] for h in stored] == ["📥", "✓", "⚠", "⏹", "✅", "❌", "🗑"]
+    assert [h[0] for h in stored] == ["Q", "📥", "✓", "⚠", "⏹", "✅", "❌", "🗑"]
 
 
 def test_pushed_events_draw_the_same_icons(job):

@@ -46,6 +46,6 @@ def event_icon(event: Any) -> str:
         return "warn"
     if action.endswith(("_complete", "_file_done", "_recovered")):
         return "done"
-    if action.endswith(("_start", "_queued", "_resumed")):
+    if action.endswith(("_start", "_resumed")):
         return "download"
     return "info"
