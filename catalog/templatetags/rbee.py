@@ -1,9 +1,8 @@
-"""The ``rbee`` template library: human units (from rbee.formatting), relative times, narration icons."""
+"""The ``rbee`` template library: human units (from rbee.formatting) and relative times."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from django import template
 from django.contrib.humanize.templatetags.humanize import naturaltime
@@ -31,21 +30,3 @@ def reltime(value: datetime | None) -> str:
         '<time class="rel" datetime="{}" title="{}">{}</time>', value.isoformat(), exact, naturaltime(value)
     )
 
-
-@register.filter
-def event_icon(event: Any) -> str:
-    """Which icon a narration event gets (templates/provisioner/event_icon.html), by level and action."""
-    action, level = event.action, event.level
-    if level == "error" or action.endswith(("_failed", "_unsupported")):
-        return "error"
-    if action == "model_delete":
-        return "delete"
-    if action.endswith(("_cancelled", "_cancel_requested")):
-        return "stop"
-    if level == "warn" or action.endswith("_exists"):
-        return "warn"
-    if action.endswith(("_complete", "_file_done", "_recovered")):
-        return "done"
-    if action.endswith(("_start", "_resumed")):
-        return "download"
-    return "info"
