@@ -30,7 +30,7 @@ def main() -> None:
             page = browser.new_page(viewport={"width": 1180, "height": 760}, device_scale_factor=1)
             login(page, live)
             client = live.client()
-            done = client.post("/api/jobs/", json={"model": "bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M"}).json()
+            [done] = client.post("/api/jobs/", json={"model": "bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M"}).json()["jobs"]
             live.wait_for_job(client, done["id"], ("succeeded",))
             page.goto(f"{live.url}/jobs/new/")
             page.fill("input[name=model]", "Qwen/Qwen2.5-0.5B-Instruct")

@@ -13,6 +13,13 @@ from provisioner.vendors.base import DownloadError, Plan
 from rbee.formatting import human_bytes
 
 
+class HiveChoiceField(forms.ModelChoiceField):
+    """A hive chosen by name: the page's select and the JSON API post the same value."""
+
+    def label_from_instance(self, obj: Any) -> str:
+        return obj.name if obj.is_online() else f"{obj.name} (offline)"
+
+
 class DownloadForm(forms.Form):
     model = forms.CharField(
         max_length=512,
@@ -26,7 +33,13 @@ class DownloadForm(forms.Form):
             }
         ),
     )
-    hive = forms.ModelChoiceField(queryset=Hive.objects.all(), required=False, empty_label=None)
+    hive = HiveChoiceField(
+        queryset=Hive.objects.all(),
+        to_field_name="name",
+        required=False,
+        empty_label=None,
+        error_messages={"invalid_choice": "unknown hive %(value)r"},
+    )
 
     def __init__(self, *args: Any, previewed: Callable[[Hive, str], Plan | None] | None = None, **kwargs: Any) -> None:
         """``previewed``: where to find the plan the admin was shown for (hive, reference);
@@ -35,7 +48,7 @@ class DownloadForm(forms.Form):
         self.reference: Reference | None = None
         self.plan: Plan | None = None
         self.previewed = previewed
-        self.fields["hive"].initial = Hive.default().pk
+        self.fields["hive"].initial = Hive.default().name
 
     def clean_model(self) -> str:
         text = self.cleaned_data["model"]

@@ -54,13 +54,17 @@ def job_new(request: HtmxHttpRequest) -> HttpResponse:
 
 
 @staff_required
-@require_GET
+@require_POST
 def job_plan_preview(request: HtmxHttpRequest) -> HttpResponse:
-    """What a reference would download, asked of the source as the admin types."""
-    text = request.GET.get("model", "").strip()
+    """What a reference would download, asked of the source as the admin types.
+
+    A CSRF-checked POST: it makes the server contact the reference's host, which
+    another site must not be able to make a logged-in admin's browser ask for.
+    """
+    text = request.POST.get("model", "").strip()
     context: dict[str, object] = {"text": text}
     if text:
-        form = DownloadForm({"model": text, "hive": request.GET.get("hive") or None})
+        form = DownloadForm({"model": text, "hive": request.POST.get("hive") or None})
         if form.is_valid() and form.reference is not None:
             vendor = vendor_for(form.reference)
             hive = form.cleaned_data["hive"]
@@ -108,9 +112,15 @@ def job_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 
 @staff_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def job_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """GET asks for confirmation (in the job page with htmx, a page of its own without); POST cancels."""
     job = _get_job_or_404(request, pk)
+    if request.method == "GET":
+        if not job.is_active:
+            return HttpResponseRedirect(job.get_absolute_url())
+        template = "provisioner/job_confirm_cancel.html#confirm" if request.htmx else "provisioner/job_confirm_cancel.html"
+        return render(request, template, {"job": job})
     job.cancel(by=request.user)
     return _back_to_job(request, job)
 

@@ -19,14 +19,8 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
-from django.urls import path  # noqa: E402
 
-from provisioner.consumers import JobConsumer, JobListConsumer  # noqa: E402
-
-websocket_urlpatterns = [
-    path("ws/jobs/", JobListConsumer.as_asgi()),
-    path("ws/jobs/<int:job_id>/", JobConsumer.as_asgi()),
-]
+from provisioner.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

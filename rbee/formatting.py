@@ -3,6 +3,8 @@ by narration text and, through the ``rbee`` template library, by every page."""
 
 from __future__ import annotations
 
+import re
+
 _UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
 
 
@@ -32,3 +34,14 @@ def human_duration(seconds: float | int | None) -> str:
 
 def short_sha(value: str | None) -> str:
     return (value or "").removeprefix("sha256:")[:12]
+
+
+# Emoji the narration starts with (✅ ❌ ⚠️ 📥 🗑 ⏹ ✓ …): symbols, dingbats, pictographs,
+# and the joiners and variation selectors that go with them.
+_LEADING_EMOJI = re.compile(r"^[\u2300-\u23ff\u2600-\u27bf\u2b00-\u2bff\U0001f000-\U0001faff\ufe0f\u200d]+\s*")
+
+
+def without_emoji(text: str) -> str:
+    """Narration text without its leading emoji, which a browser without an emoji
+    font draws as empty boxes; the stored text keeps it, for rbee's logs and the API."""
+    return _LEADING_EMOJI.sub("", text)

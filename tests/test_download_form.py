@@ -76,7 +76,7 @@ def test_the_runtime_check_narrates_unsupported(hive, settings):
 
 def test_download_after_a_preview_fetches_exactly_the_previewed_revision(alice_client, hub, hive):
     first = hub.add_repo("acme/moving", {"config.json": b'{"v": 1}'})
-    preview = alice_client.get("/jobs/plan/", {"model": "acme/moving"}).content.decode()
+    preview = alice_client.post("/jobs/plan/", {"model": "acme/moving"}).content.decode()
     assert first[:12] in preview
     hub.add_commit("acme/moving", {"config.json": b'{"v": 2}'})  # main moves on meanwhile
 

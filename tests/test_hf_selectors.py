@@ -251,19 +251,19 @@ def test_a_file_name_that_is_not_there_says_so(hub, gguf_repo, hive):
 
 
 def preview(client, model: str) -> str:
-    response = client.get("/jobs/plan/", {"model": model})
+    response = client.post("/jobs/plan/", {"model": model})
     assert response.status_code == 200
     return response.content.decode()
 
 
 def test_it_requires_login_for_the_preview(client, db):
-    response = client.get("/jobs/plan/", {"model": "acme/tiny-GGUF"})
+    response = client.post("/jobs/plan/", {"model": "acme/tiny-GGUF"})
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/?next=")
 
 
-def test_it_rejects_post_to_the_preview(alice_client):
-    assert alice_client.post("/jobs/plan/", {"model": "acme/tiny-GGUF"}).status_code == 405
+def test_it_rejects_get_of_the_preview(alice_client):
+    assert alice_client.get("/jobs/plan/", {"model": "acme/tiny-GGUF"}).status_code == 405
 
 
 def test_it_previews_the_files_sizes_and_total_of_a_selector(hub, gguf_repo, alice_client, hive):
@@ -287,7 +287,7 @@ def test_it_previews_the_quant_choices_of_a_gguf_repo(hub, gguf_repo, alice_clie
     assert "tiny-Q4_K_M.gguf" in body and "tiny-Q8_0.gguf" not in body
     assert human_bytes(len(Q4)) in body
     for quant in ("Q4_K_M", "Q5_K_M", "Q8_0"):
-        assert f'href="/jobs/new/?model=acme/tiny-GGUF:{quant}"' in body
+        assert f'href="/jobs/new/?model=acme%2Ftiny-GGUF%3A{quant}"' in body
 
 
 def test_it_previews_that_a_download_does_not_fit(hub, gguf_repo, alice_client, hive, settings):

@@ -141,7 +141,7 @@ def test_it_pulls_from_a_registry_named_in_the_reference(registry, hive, setting
 @pytest.mark.slow
 def test_it_downloads_the_manifest_the_preview_showed_even_if_the_tag_moved(ollama, hive, alice_client):
     shown = ollama.push_ollama_model("library", "moving", "latest", LAYERS[:2])
-    preview = alice_client.get("/jobs/plan/", {"model": "ollama:moving"}).content.decode()
+    preview = alice_client.post("/jobs/plan/", {"model": "ollama:moving"}).content.decode()
     assert "model.gguf" in preview and shown.removeprefix("sha256:")[:5] in preview
     ollama.push_ollama_model("library", "moving", "latest", [(OLLAMA + "model", blob(1000, seed=99))])
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
-from catalog.models import ModelEntry, ModelFile
+from catalog.models import Hive, ModelEntry, ModelFile
 from provisioner.models import Action, DownloadJob
 
 PAGES = ["/models/", "/jobs/", "/jobs/new/"]
@@ -102,8 +105,8 @@ def test_login_page_works(client, alice):
 
 
 def test_it_rejects_get_of_post_only_actions(alice_client, job):
-    assert alice_client.get(f"/jobs/{job.pk}/cancel/").status_code == 405
     assert alice_client.get(f"/jobs/{job.pk}/retry/").status_code == 405
+    assert alice_client.get("/jobs/plan/").status_code == 405
 
 
 def test_it_checks_csrf_on_posts(alice, job):
@@ -116,15 +119,86 @@ def test_it_checks_csrf_on_posts(alice, job):
 
 
 def test_the_plan_preview_requires_login(client, db):
-    response = client.get("/jobs/plan/?model=org/name")
+    response = client.post("/jobs/plan/", {"model": "org/name"})
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
 
 
 def test_it_rejects_post_to_read_only_pages(alice_client, entry, job):
-    for path in ["/models/", f"/models/{entry.pk}/", "/jobs/new/", "/jobs/plan/", f"/jobs/{job.pk}/"]:
+    for path in ["/models/", f"/models/{entry.pk}/", "/jobs/new/", f"/jobs/{job.pk}/"]:
         assert alice_client.post(path).status_code == 405, path
 
 
 def test_unknown_ids_are_404(alice_client, hive):
     assert alice_client.get("/models/999/").status_code == 404
     assert alice_client.get("/jobs/999/").status_code == 404
+
+
+# -- Django writes the URLs, query strings and fields -------------------------------------
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+LITERAL_PATH = re.compile(r"""(?:href|action|src|hx-\w+|ws-connect)=["'](?:/|\?)""")
+
+
+def test_no_template_spells_an_internal_path_or_a_query_string():
+    for template in TEMPLATES_DIR.rglob("*.html"):
+        text = template.read_text()
+        assert not LITERAL_PATH.search(text), f"{template.relative_to(TEMPLATES_DIR)}: {LITERAL_PATH.search(text)}"
+        for path in ("/models/", "/jobs/", "/admin/", "/accounts/", "/ws/", "/static/"):
+            assert path not in text, f"{template.relative_to(TEMPLATES_DIR)} spells {path}"
+
+
+def test_the_pages_load_htmx_and_its_ws_extension_from_static_files(alice_client, hive):
+    body = alice_client.get("/jobs/").content.decode()
+    assert '<script src="/static/django_htmx/htmx-2.min.js" defer></script>' in body
+    assert '<script src="/static/django_htmx/ext/hx-ws-2.min.js" defer></script>' in body
+    assert 'ws-connect="/ws/jobs/"' in body
+
+
+def test_catalog_links_keep_the_filters_url_encoded(alice_client, entry, hive):
+    odd = Hive.objects.create(name="gpu&2")
+    ModelEntry.objects.create(hive=odd, reference="hf:a/b", name="a b", vendor="hugging&face", path="/x", size_bytes=1)
+    body = alice_client.get("/models/", {"q": "a b", "vendor": "hugging&face", "hive": "gpu&2"}).content.decode()
+    assert "vendor=hugging%26face" in body and "hive=gpu%262" in body and "q=a+b" in body
+    assert "sort=name" in body
+
+
+def test_the_download_form_is_rendered_from_its_fields_with_hives_by_name(alice_client, hive):
+    Hive.objects.create(name="gpu-2")
+    body = alice_client.get("/jobs/new/").content.decode()
+    assert 'name="model"' in body and 'maxlength="512"' in body
+    assert '<option value="local" selected>local</option>' in body
+    assert '<option value="gpu-2">gpu-2 (offline)</option>' in body
+
+
+def test_the_download_form_and_the_api_both_name_the_hive(alice_client, hive):
+    other = Hive.objects.create(name="gpu-2")
+    alice_client.post("/jobs/", {"model": "org/one", "hive": "gpu-2"})
+    assert DownloadJob.objects.get(reference="hf:org/one").hive == other
+    response = alice_client.post("/jobs/", {"model": "org/two", "hive": "nowhere"})
+    assert response.status_code == 400 and "unknown hive" in response.content.decode()
+    assert not DownloadJob.objects.filter(reference="hf:org/two").exists()
+
+
+# -- the plan preview makes the server fetch: only a CSRF-checked POST may ask -----------
+
+
+def test_a_get_of_the_plan_preview_is_refused_and_fetches_nothing(alice_client, hub, hive):
+    hub.add_repo("acme/lure", {"config.json": b"{}"})
+    response = alice_client.get("/jobs/plan/", {"model": "acme/lure"})
+    assert response.status_code == 405
+    assert hub.requests == []
+
+
+def test_a_plan_preview_post_without_the_csrf_token_is_refused(alice, hub, hive):
+    from django.test import Client
+
+    hub.add_repo("acme/lure", {"config.json": b"{}"})
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    assert client.post("/jobs/plan/", {"model": "acme/lure"}).status_code == 403
+    assert hub.requests == []
+
+
+def test_the_download_form_asks_for_its_preview_by_post(alice_client, hive):
+    body = alice_client.get("/jobs/new/").content.decode()
+    assert 'hx-post="/jobs/plan/"' in body and "hx-get" not in body

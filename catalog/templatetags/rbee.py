@@ -16,6 +16,7 @@ register = template.Library()
 register.filter("human_bytes", formatting.human_bytes)
 register.filter("human_duration", formatting.human_duration)
 register.filter("short_sha", formatting.short_sha)
+register.filter("without_emoji", formatting.without_emoji)
 
 
 @register.filter
@@ -24,4 +25,8 @@ def reltime(value: datetime | None) -> str:
     if value is None:
         return "—"
     exact = timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
-    return format_html('<time datetime="{}" title="{}">{}</time>', value.isoformat(), exact, naturaltime(value))
+    # rbee.js keeps the text true while the page stays open (class "rel").
+    return format_html(
+        '<time class="rel" datetime="{}" title="{}">{}</time>', value.isoformat(), exact, naturaltime(value)
+    )
+
