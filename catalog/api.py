@@ -8,8 +8,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET
 
+from accounts.auth import api_staff_required
 from catalog.models import ModelEntry
-from rbee.auth import api_staff_required
 
 
 def entry_json(entry: ModelEntry, *, files: bool = False) -> dict[str, Any]:

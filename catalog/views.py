@@ -9,8 +9,8 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_http_methods
 from django_htmx.http import HttpResponseClientRedirect
 
+from accounts.auth import staff_required
 from catalog.models import Hive, ModelEntry
-from rbee.auth import staff_required
 from rbee.http import HtmxHttpRequest
 
 SORTS = {

@@ -9,11 +9,11 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET, require_http_methods
 
+from accounts.auth import api_staff_required
 from catalog.models import Hive
 from provisioner.forms import DownloadForm
 from provisioner.models import DownloadJob, NarrationEvent
 from provisioner.tasks import submit
-from rbee.auth import api_staff_required
 
 EVENTS_PAGE = 500
 

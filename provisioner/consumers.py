@@ -15,9 +15,9 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
+from accounts.auth import is_staff
 from provisioner.models import DownloadJob, NarrationEvent
 from provisioner.narration import JOBS_GROUP, job_group, remember_server_loop, render_event_message
-from rbee.auth import is_staff
 
 REPLAY_BATCH = 200
 

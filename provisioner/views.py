@@ -9,6 +9,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from accounts.auth import staff_required
 from catalog.models import Hive
 from provisioner.forms import DownloadForm
 from provisioner.models import DownloadJob
@@ -16,7 +17,6 @@ from provisioner.narration import narrate
 from provisioner.tasks import enqueue, submit
 from provisioner.vendors import vendor_for
 from provisioner.vendors.base import DownloadError, Plan
-from rbee.auth import staff_required
 from rbee.http import HtmxHttpRequest
 
 JOB_LIST_SIZE = 50

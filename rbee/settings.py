@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,8 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "channels",
     "django_htmx",
+    "axes",
+    "accounts",
     "catalog",
     "provisioner",
 ]
@@ -145,6 +148,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a lockout into the response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "rbee.urls"
@@ -223,6 +228,45 @@ else:
             "OPTIONS": {"MAX_WORKERS": RBEE_MAX_CONCURRENT_DOWNLOADS, "MAX_RESULTS": 200},
         }
     }
+
+# Axes first: it refuses a locked-out login before a password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# The cache holds the API token throttle: Redis when there is one, so that every
+# process counts the same failures.
+CACHES: dict[str, dict[str, Any]]
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env_str("RBEE_REDIS_PREFIX", "rbee"),
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# Reverse proxies in front of the dashboard that append to X-Forwarded-For; 0 trusts none.
+RBEE_TRUSTED_PROXY_COUNT = env_int("RBEE_TRUSTED_PROXY_COUNT", 0, minimum=0)
+
+# Failed logins (django-axes, counted in the database): after RBEE_LOGIN_FAILURE_LIMIT
+# failures an account is locked, and so is an address, for RBEE_LOGIN_COOLOFF_S seconds.
+RBEE_LOGIN_FAILURE_LIMIT = env_int("RBEE_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+RBEE_LOGIN_COOLOFF_S = env_int("RBEE_LOGIN_COOLOFF_S", 900, minimum=1)
+AXES_FAILURE_LIMIT = RBEE_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(seconds=RBEE_LOGIN_COOLOFF_S)
+# Either one: guessing one account from many addresses, or many accounts from one.
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "accounts.auth.client_address"
+AXES_LOCKOUT_CALLABLE = "accounts.auth.locked_out_response"
+AXES_HTTP_RESPONSE_CODE = 429
+# Wrong bearer tokens per address before the API answers 429, and the window they count in.
+RBEE_TOKEN_FAILURE_LIMIT = env_int("RBEE_TOKEN_FAILURE_LIMIT", 20, minimum=1)
+RBEE_TOKEN_FAILURE_WINDOW_S = env_int("RBEE_TOKEN_FAILURE_WINDOW_S", 600, minimum=1)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.cache import cache
 from django.test import Client
 
 from catalog.models import Hive
@@ -22,6 +23,7 @@ def _fast_and_isolated(settings, tmp_path: Path) -> None:
     settings.RBEE_STALL_TIMEOUT = 3.0
     settings.RBEE_PROGRESS_EVENTS_PER_S = 20.0
     settings.HF_TOKEN = None
+    cache.clear()  # the API token throttle counts per address, and every test is 127.0.0.1
 
 
 @pytest.fixture
