@@ -8,5 +8,5 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts and API tokens"
 
     def ready(self) -> None:
-        # Signal receivers: lockouts are logged.
+        # Signal receivers: lockouts are logged, a logout closes that session's sockets.
         from accounts import signals  # noqa: F401

@@ -16,13 +16,14 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
 from accounts.auth import is_staff
+from accounts.consumers import SessionBoundConsumerMixin
 from provisioner.models import DownloadJob, NarrationEvent
 from provisioner.narration import JOBS_GROUP, job_group, remember_server_loop, render_event_message
 
 REPLAY_BATCH = 200
 
 
-class JobConsumer(AsyncWebsocketConsumer):
+class JobConsumer(SessionBoundConsumerMixin, AsyncWebsocketConsumer):
     async def connect(self) -> None:
         remember_server_loop_from_scope()
         if not is_staff(self.scope.get("user")):
@@ -94,7 +95,7 @@ class JobConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=message["html"])
 
 
-class JobListConsumer(AsyncWebsocketConsumer):
+class JobListConsumer(SessionBoundConsumerMixin, AsyncWebsocketConsumer):
     """Pushes job rows as they change; a (re)connect asks for the rows afresh."""
 
     async def connect(self) -> None:
