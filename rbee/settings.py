@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -118,6 +119,11 @@ HF_TOKEN = env_str("HF_TOKEN") or None
 
 SECRET_KEY = _secret_key(RBEE_DATA_DIR)
 DEBUG = env_bool("DEBUG", False)
+# A deployment reached over HTTPS by people other than its admin: secure cookies, HSTS,
+# HTTPS redirect; `manage.py check --deploy` is clean under it (README: Production).
+RBEE_PRODUCTION = env_bool("RBEE_PRODUCTION", False)
+if RBEE_PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("DEBUG must be off when RBEE_PRODUCTION is set: its error pages show settings and code")
 PORT = env_int("PORT", 8000)
 ALLOWED_HOSTS = [h for h in env_str("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [o for o in env_str("CSRF_TRUSTED_ORIGINS").split(",") if o]
@@ -141,6 +147,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -288,6 +295,46 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+# No inline script or style anywhere, the admin's included (Django 6's admin has none).
+# 'self' in connect-src also allows ws:/wss: to the same host (CSP Level 3).
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+    "base-uri": [CSP.SELF],
+    "form-action": [CSP.SELF],
+    "object-src": [CSP.NONE],
+}
+
+if RBEE_PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("RBEE_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("RBEE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("RBEE_HSTS_PRELOAD", True)
+    SECURE_SSL_REDIRECT = env_bool("RBEE_SSL_REDIRECT", True)
+    # Probes and scrapers talk plain HTTP to the process itself.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    # What the admin turned off on purpose is no warning of `check --deploy`.
+    SILENCED_SYSTEM_CHECKS = [
+        check
+        for check, on in [
+            ("security.W004", SECURE_HSTS_SECONDS),
+            ("security.W005", SECURE_HSTS_INCLUDE_SUBDOMAINS),
+            ("security.W021", SECURE_HSTS_PRELOAD),
+            ("security.W008", SECURE_SSL_REDIRECT),
+        ]
+        if not on
+    ]
+
+# Only behind a proxy that sets it: otherwise any client could claim HTTPS.
+if env_bool("RBEE_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 LOGGING = {
     "version": 1,
@@ -301,5 +348,7 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        # Its INFO lines (a banner at every start, every login) are noise; lockouts stay.
+        "axes": {"level": "WARNING"},
     },
 }
