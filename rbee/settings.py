@@ -78,14 +78,51 @@ def env_size(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be a size like 1G or 512M, got {value!r}") from None
 
 
+def env_secret(name: str, default: str = "") -> str:
+    """A secret from ``NAME``, or from the file named by ``NAME_FILE`` (a Docker or
+    systemd credential), so that it need not sit in the process environment."""
+    file_name = os.environ.get(f"{name}_FILE")
+    if not file_name:
+        return os.environ.get(name, default)
+    if os.environ.get(name):
+        raise ImproperlyConfigured(f"Set {name} or {name}_FILE, not both")
+    try:
+        return Path(file_name).expanduser().read_text().strip()
+    except OSError as error:
+        raise ImproperlyConfigured(f"{name}_FILE names {file_name!r}, which cannot be read: {error.strerror}") from None
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` readable by this user only: it holds the database and the secret key."""
+    if not path.exists():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.chmod(0o700)  # mkdir's mode is filtered through the umask
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Create an empty ``path`` with mode 0600 unless it exists, so that what is written
+    to it later (SQLite, and its WAL files, which take the database file's mode) is private."""
+    private_dir(path.parent)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    return path
+
+
 def _secret_key(data_dir: Path) -> str:
     """Keep one generated key in the data dir so sessions survive restarts."""
-    if key := os.environ.get("DJANGO_SECRET_KEY"):
+    if key := env_secret("DJANGO_SECRET_KEY"):
         return key
     path = data_dir / "secret_key"
     if path.exists():
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     key = secrets.token_urlsafe(50)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -112,10 +149,10 @@ RBEE_RETRY_BACKOFF = env_float("RBEE_RETRY_BACKOFF", 1.0)
 # Progress events per second per job (state changes are never throttled).
 RBEE_PROGRESS_EVENTS_PER_S = env_float("RBEE_PROGRESS_EVENTS_PER_S", 4.0)
 RBEE_HEARTBEAT_S = env_float("RBEE_HEARTBEAT_S", 10.0)
-RBEE_ADMIN_PASSWORD = env_str("RBEE_ADMIN_PASSWORD")
+RBEE_ADMIN_PASSWORD = env_secret("RBEE_ADMIN_PASSWORD")
 
 HF_ENDPOINT = env_str("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-HF_TOKEN = env_str("HF_TOKEN") or None
+HF_TOKEN = env_secret("HF_TOKEN") or None
 
 SECRET_KEY = _secret_key(RBEE_DATA_DIR)
 DEBUG = env_bool("DEBUG", False)
@@ -177,7 +214,7 @@ TEMPLATES = [
     },
 ]
 
-DATABASE_URL = env_str("DATABASE_URL")
+DATABASE_URL = env_secret("DATABASE_URL")
 if DATABASE_URL:
     import dj_database_url
 
@@ -186,7 +223,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": str(RBEE_DATA_DIR / "rbee.sqlite3"),
+            "NAME": str(private_file(RBEE_DATA_DIR / "rbee.sqlite3")),
             "OPTIONS": {
                 # Download threads and the web process write at once: WAL lets readers
                 # go on, IMMEDIATE makes writers queue instead of failing on upgrade.
@@ -199,7 +236,7 @@ else:
         }
     }
 
-REDIS_URL = env_str("REDIS_URL")
+REDIS_URL = env_secret("REDIS_URL")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -310,6 +347,8 @@ SECURE_CSP = {
     "form-action": [CSP.SELF],
     "object-src": [CSP.NONE],
 }
+# DATABASE_URL and REDIS_URL carry passwords: the debug page and error mails hide them.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "rbee.logs.SecretsHidingFilter"
 
 if RBEE_PRODUCTION:
     SESSION_COOKIE_SECURE = True
