@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from provisioner import api, views
+from provisioner import api, health, metrics, views
 
 urlpatterns = [
     path("jobs/", views.jobs, name="jobs"),
@@ -14,4 +14,6 @@ urlpatterns = [
     path("api/jobs/", api.jobs_index, name="api_jobs"),
     path("api/jobs/<int:pk>/", api.job_detail, name="api_job"),
     path("api/jobs/<int:pk>/events/", api.job_events, name="api_job_events"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
 ]

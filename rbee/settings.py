@@ -8,6 +8,7 @@ per machine consuming its hive's queue).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from datetime import timedelta
@@ -308,6 +309,14 @@ AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "accounts.auth.client_address"
 AXES_LOCKOUT_CALLABLE = "accounts.auth.locked_out_response"
 AXES_HTTP_RESPONSE_CODE = 429
+# Who may scrape /metrics: a bearer token, or an address in these networks.
+RBEE_METRICS_TOKEN = env_secret("RBEE_METRICS_TOKEN")
+RBEE_METRICS_ALLOW = env_list("RBEE_METRICS_ALLOW", "127.0.0.1/32,::1/128")
+for _network in RBEE_METRICS_ALLOW:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"RBEE_METRICS_ALLOW: {_network!r} is not an address or a network") from None
 # Wrong bearer tokens per address before the API answers 429, and the window they count in.
 RBEE_TOKEN_FAILURE_LIMIT = env_int("RBEE_TOKEN_FAILURE_LIMIT", 20, minimum=1)
 RBEE_TOKEN_FAILURE_WINDOW_S = env_int("RBEE_TOKEN_FAILURE_WINDOW_S", 600, minimum=1)
@@ -375,11 +384,17 @@ if RBEE_PRODUCTION:
 if env_bool("RBEE_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+RBEE_LOG_FORMAT = env_str("RBEE_LOG_FORMAT", "plain")
+if RBEE_LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"RBEE_LOG_FORMAT must be plain or json, got {RBEE_LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "rbee.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": RBEE_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         # The Hub client logs request URLs at DEBUG; never let tokens near a log line.

@@ -18,7 +18,7 @@ REDIS_URL = "redis://:redis-pass-456@cache.internal:6379/0"
 
 PRINT_SECRETS = (
     "import json; from django.conf import settings as s; print(json.dumps({'key': s.SECRET_KEY, 'hf': s.HF_TOKEN,"
-    " 'db': s.DATABASE_URL, 'redis': s.REDIS_URL, 'admin': s.RBEE_ADMIN_PASSWORD}))"
+    " 'db': s.DATABASE_URL, 'redis': s.REDIS_URL, 'admin': s.RBEE_ADMIN_PASSWORD, 'metrics': s.RBEE_METRICS_TOKEN}))"
 )
 
 
@@ -59,6 +59,7 @@ def test_every_secret_can_come_from_a_file(tmp_path):
         "DATABASE_URL": DATABASE_URL,
         "REDIS_URL": REDIS_URL,
         "RBEE_ADMIN_PASSWORD": "admin-from-file",
+        "RBEE_METRICS_TOKEN": "metrics-from-file",
     }
     env = {"RBEE_DATA_DIR": str(tmp_path / "data"), "RBEE_SCALED": "0"}
     for name, value in values.items():
@@ -73,6 +74,7 @@ def test_every_secret_can_come_from_a_file(tmp_path):
         "db": DATABASE_URL,
         "redis": REDIS_URL,
         "admin": "admin-from-file",
+        "metrics": "metrics-from-file",
     }
 
 
