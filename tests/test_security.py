@@ -3,6 +3,8 @@ and `check --deploy` clean in the documented production environment."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import re
 import secrets
@@ -12,7 +14,9 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
+import django_htmx
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 
@@ -20,8 +24,9 @@ from tests.live import LiveDashboard
 
 ROOT = Path(__file__).resolve().parent.parent
 
+HTMX_STYLE = "'sha256-faU7yAF8NxuMTNEwVmBz+VcYeIoBQ2EMHW3WaVxCvnk='"
 CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    f"default-src 'self'; script-src 'self'; style-src 'self' {HTMX_STYLE}; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'; object-src 'none'"
 )
 
@@ -127,6 +132,17 @@ def test_the_admin_works_under_the_same_csp(root_client, hive, path):
     assert response.status_code == 200
     assert response["Content-Security-Policy"] == CSP
     assert inline_code(response.content.decode()) == []
+
+
+def test_the_csp_allows_exactly_the_style_the_installed_htmx_inserts():
+    """htmx adds its indicator rules as a <style> element; an upgrade that changes them
+    must change the hash in SECURE_CSP too, or indicators show all the time."""
+    source = (Path(django_htmx.__file__).parent / "static/django_htmx/htmx-2.min.js").read_text()
+    parts = re.search(r'`<style\$\{e\}>`\+`([^`]*)`\+`([^`]*)`\+"</style>"', source)
+    assert parts, "htmx no longer inserts its indicator style the way it did: check the CSP in a browser"
+    css = (parts[1] + parts[2]).replace("${t}", "htmx-indicator").replace("${n}", "htmx-request")
+    digest = base64.b64encode(hashlib.sha256(css.encode()).digest()).decode()
+    assert settings.SECURE_CSP["style-src"] == ["'self'", f"'sha256-{digest}'"]
 
 
 def test_the_csrf_token_never_goes_into_a_url():
