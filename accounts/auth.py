@@ -13,6 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
@@ -111,7 +112,7 @@ def _csrf_failure(request: HttpRequest) -> HttpResponse | None:
     return middleware.process_view(request, noop, (), {})
 
 
-def _bearer_user(request: HttpRequest, raw: str) -> Any:
+def _bearer_user(request: HttpRequest, raw: str) -> User | JsonResponse:
     """The user a bearer token stands for, or the JSON response that refuses it."""
     if _token_attempts_exhausted(request):
         response = JsonResponse({"error": "too many wrong API tokens from this address; try again later"}, status=429)
@@ -136,7 +137,7 @@ def api_staff_required(view: View) -> View:
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer "):
             user = _bearer_user(request, header.removeprefix("Bearer ").strip())
-            if isinstance(user, HttpResponse):
+            if isinstance(user, JsonResponse):
                 return user
             request.user = user
         elif request.user.is_authenticated:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import datetime
 
 from django.conf import settings
 from django.db import models
@@ -34,7 +35,7 @@ class ApiToken(models.Model):
         return f"{self.name} ({self.prefix}…)"
 
     @classmethod
-    def issue(cls, user: models.Model, name: str, expires_at: object = None) -> tuple[ApiToken, str]:
+    def issue(cls, user: models.Model, name: str, expires_at: datetime | None = None) -> tuple[ApiToken, str]:
         raw = "rbee_" + secrets.token_urlsafe(32)
         token = cls.objects.create(
             user=user, name=name, prefix=raw[:9], token_hash=hash_token(raw), expires_at=expires_at
