@@ -33,6 +33,10 @@ def test_healthz_rejects_post(client):
     assert client.post("/healthz").status_code == 405
 
 
+def test_readyz_rejects_post(client):
+    assert client.post("/readyz").status_code == 405
+
+
 def test_readyz_is_ok_when_database_layer_and_pool_are_there(client, db):
     response = client.get("/readyz")
     assert response.status_code == 200, response.content
