@@ -309,6 +309,7 @@ AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "accounts.auth.client_address"
 AXES_LOCKOUT_CALLABLE = "accounts.auth.locked_out_response"
 AXES_HTTP_RESPONSE_CODE = 429
+
 # Who may scrape /metrics: a bearer token, or an address in these networks.
 RBEE_METRICS_TOKEN = env_secret("RBEE_METRICS_TOKEN")
 RBEE_METRICS_ALLOW = env_list("RBEE_METRICS_ALLOW", "127.0.0.1/32,::1/128")
@@ -317,6 +318,7 @@ for _network in RBEE_METRICS_ALLOW:
         ipaddress.ip_network(_network, strict=False)
     except ValueError:
         raise ImproperlyConfigured(f"RBEE_METRICS_ALLOW: {_network!r} is not an address or a network") from None
+
 # Wrong bearer tokens per address before the API answers 429, and the window they count in.
 RBEE_TOKEN_FAILURE_LIMIT = env_int("RBEE_TOKEN_FAILURE_LIMIT", 20, minimum=1)
 RBEE_TOKEN_FAILURE_WINDOW_S = env_int("RBEE_TOKEN_FAILURE_WINDOW_S", 600, minimum=1)

@@ -177,3 +177,9 @@ def test_rbee_log_format_json_makes_every_line_json(tmp_path):
 def test_an_unknown_log_format_is_refused(tmp_path):
     result = manage("check", env={"RBEE_DATA_DIR": str(tmp_path), "RBEE_LOG_FORMAT": "xml"})
     assert result.returncode != 0 and "RBEE_LOG_FORMAT must be plain or json" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_metrics_allowlist_that_is_no_network_is_refused(tmp_path):
+    result = manage("check", env={"RBEE_DATA_DIR": str(tmp_path), "RBEE_METRICS_ALLOW": "10.0.0.0/8,intranet"})
+    assert result.returncode != 0 and "RBEE_METRICS_ALLOW: 'intranet' is not an address or a network" in result.stderr
