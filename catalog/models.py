@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import secrets
 import shutil
 from collections.abc import Iterable
 from datetime import timedelta
@@ -337,38 +335,3 @@ class ModelFile(models.Model):
 
     def __str__(self) -> str:
         return self.path
-
-
-def _hash_token(raw: str) -> str:
-    return hashlib.sha256(raw.encode()).hexdigest()
-
-
-class ApiToken(models.Model):
-    """A bearer token for scripts; only its hash is stored, the raw value shown once."""
-
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
-    name = models.CharField(max_length=100)
-    prefix = models.CharField(max_length=12, editable=False)
-    token_hash = models.CharField(max_length=64, unique=True, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
-
-    class Meta:
-        verbose_name = "API token"
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.prefix}…)"
-
-    @classmethod
-    def issue(cls, user: models.Model, name: str) -> tuple[ApiToken, str]:
-        raw = "rbee_" + secrets.token_urlsafe(32)
-        token = cls.objects.create(user=user, name=name, prefix=raw[:9], token_hash=_hash_token(raw))
-        return token, raw
-
-    @classmethod
-    def authenticate(cls, raw: str) -> ApiToken | None:
-        token = cls.objects.select_related("user").filter(token_hash=_hash_token(raw)).first()
-        if token is None or not token.user.is_active:
-            return None
-        cls.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
-        return token

@@ -6,8 +6,8 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
+from accounts.auth import staff_required
 from catalog.models import Hive, ModelEntry
-from rbee.auth import staff_required
 from rbee.http import HtmxHttpRequest
 
 SORTS = {

@@ -23,15 +23,16 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
+from accounts.auth import is_staff
+from accounts.consumers import SessionBoundConsumerMixin
 from provisioner.models import DownloadJob, NarrationEvent
 from provisioner.narration import JOBS_GROUP, job_group, remember_server_loop, render_event_message
-from rbee.auth import is_staff
 
 REPLAY_BATCH = 200
 HELD_BACK = 500
 
 
-class JobConsumer(AsyncWebsocketConsumer):
+class JobConsumer(SessionBoundConsumerMixin, AsyncWebsocketConsumer):
     held_back = HELD_BACK
     async def connect(self) -> None:
         remember_server_loop(asyncio.get_running_loop())
@@ -100,7 +101,7 @@ class JobConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=message["html"])
 
 
-class JobListConsumer(AsyncWebsocketConsumer):
+class JobListConsumer(SessionBoundConsumerMixin, AsyncWebsocketConsumer):
     """Pushes job rows as they change; a (re)connect asks for the rows afresh."""
 
     async def connect(self) -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from provisioner import views
+from provisioner import health, metrics, views
 
 urlpatterns = [
     path("models/<int:pk>/delete/", views.model_delete, name="model_delete"),
@@ -12,4 +12,6 @@ urlpatterns = [
     path("jobs/<int:pk>/", views.job_detail, name="job_detail"),
     path("jobs/<int:pk>/cancel/", views.job_cancel, name="job_cancel"),
     path("jobs/<int:pk>/retry/", views.job_retry, name="job_retry"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
 ]

@@ -9,13 +9,13 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from accounts.auth import staff_required
 from catalog.models import Hive, ModelEntry
 from provisioner.forms import DownloadForm
 from provisioner.lifecycle import delete_entry
 from provisioner.models import Action, DownloadJob
 from provisioner.vendors import vendor_for
 from provisioner.vendors.base import DownloadError, Plan
-from rbee.auth import staff_required
 from rbee.http import HtmxHttpRequest
 
 

@@ -28,7 +28,7 @@ from ninja.openapi.views import openapi_view
 from ninja.security.base import AuthBase
 
 # Who may use the dashboard is decided in one module; the API imports it only here.
-from rbee.auth import api_staff_required, staff_required
+from accounts.auth import api_staff_required, staff_required
 
 View = Callable[..., Any]
 

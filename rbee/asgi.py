@@ -19,12 +19,30 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.core.exceptions import SuspiciousFileOperation  # noqa: E402
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse  # noqa: E402
 
 from provisioner.routing import websocket_urlpatterns  # noqa: E402
 
+
+class StaticFilesHandler(ASGIStaticFilesHandler):
+    """Django's static files handler, with a path that climbs out of the static folders
+    (``/static/../settings.py``) answered as what it is to a visitor, a file that is
+    not there: 404, where Django's raises and the server answers 500."""
+
+    def serve(self, request: HttpRequest) -> HttpResponse | FileResponse:
+        try:
+            response = super().serve(request)
+        except SuspiciousFileOperation:
+            raise Http404("No such static file") from None
+        # Static files skip the middleware that sets this on every other response.
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+
 application = ProtocolTypeRouter(
     {
-        "http": ASGIStaticFilesHandler(django_asgi_app),
+        "http": StaticFilesHandler(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

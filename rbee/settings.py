@@ -8,12 +8,15 @@ per machine consuming its hive's queue).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -76,14 +79,51 @@ def env_size(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be a size like 1G or 512M, got {value!r}") from None
 
 
+def env_secret(name: str, default: str = "") -> str:
+    """A secret from ``NAME``, or from the file named by ``NAME_FILE`` (a Docker or
+    systemd credential), so that it need not sit in the process environment."""
+    file_name = os.environ.get(f"{name}_FILE")
+    if not file_name:
+        return os.environ.get(name, default)
+    if os.environ.get(name):
+        raise ImproperlyConfigured(f"Set {name} or {name}_FILE, not both")
+    try:
+        return Path(file_name).expanduser().read_text().strip()
+    except OSError as error:
+        raise ImproperlyConfigured(f"{name}_FILE names {file_name!r}, which cannot be read: {error.strerror}") from None
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` readable by this user only: it holds the database and the secret key."""
+    if not path.exists():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.chmod(0o700)  # mkdir's mode is filtered through the umask
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Create an empty ``path`` with mode 0600 unless it exists, so that what is written
+    to it later (SQLite, and its WAL files, which take the database file's mode) is private."""
+    private_dir(path.parent)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    return path
+
+
 def _secret_key(data_dir: Path) -> str:
     """Keep one generated key in the data dir so sessions survive restarts."""
-    if key := os.environ.get("DJANGO_SECRET_KEY"):
+    if key := env_secret("DJANGO_SECRET_KEY"):
         return key
     path = data_dir / "secret_key"
     if path.exists():
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     key = secrets.token_urlsafe(50)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -113,10 +153,10 @@ RBEE_RETRY_BACKOFF = env_float("RBEE_RETRY_BACKOFF", 1.0)
 # Progress events per second per job (state changes are never throttled).
 RBEE_PROGRESS_EVENTS_PER_S = env_float("RBEE_PROGRESS_EVENTS_PER_S", 4.0)
 RBEE_HEARTBEAT_S = env_float("RBEE_HEARTBEAT_S", 10.0)
-RBEE_ADMIN_PASSWORD = env_str("RBEE_ADMIN_PASSWORD")
+RBEE_ADMIN_PASSWORD = env_secret("RBEE_ADMIN_PASSWORD")
 
 HF_ENDPOINT = env_str("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-HF_TOKEN = env_str("HF_TOKEN") or None
+HF_TOKEN = env_secret("HF_TOKEN") or None
 
 # -- Where downloads may connect (provisioner/vendors/transfer.py) ----------------------
 # What admins type (URL references, ollama:HOST/… registries, and every redirect they
@@ -144,6 +184,11 @@ RBEE_ALLOWED_PRIVATE_HOSTS = _allowed_private_hosts("RBEE_ALLOWED_PRIVATE_HOSTS"
 
 SECRET_KEY = _secret_key(RBEE_DATA_DIR)
 DEBUG = env_bool("DEBUG", False)
+# A deployment reached over HTTPS by people other than its admin: secure cookies, HSTS,
+# HTTPS redirect; `manage.py check --deploy` is clean under it (README: Production).
+RBEE_PRODUCTION = env_bool("RBEE_PRODUCTION", False)
+if RBEE_PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("DEBUG must be off when RBEE_PRODUCTION is set: its error pages show settings and code")
 PORT = env_int("PORT", 8000)
 ALLOWED_HOSTS = [h for h in env_str("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [o for o in env_str("CSRF_TRUSTED_ORIGINS").split(",") if o]
@@ -161,12 +206,15 @@ INSTALLED_APPS = [
     "django_htmx",
     # The JSON API; listed so its docs page uses the bundled Swagger UI, not a CDN.
     "ninja",
+    "axes",
+    "accounts",
     "catalog",
     "provisioner",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -174,6 +222,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a lockout into the response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "rbee.urls"
@@ -194,7 +244,7 @@ TEMPLATES = [
     },
 ]
 
-DATABASE_URL = env_str("DATABASE_URL")
+DATABASE_URL = env_secret("DATABASE_URL")
 if DATABASE_URL:
     import dj_database_url
 
@@ -203,7 +253,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": str(RBEE_DATA_DIR / "rbee.sqlite3"),
+            "NAME": str(private_file(RBEE_DATA_DIR / "rbee.sqlite3")),
             "OPTIONS": {
                 # Download threads and the web process write at once: WAL lets readers
                 # go on, IMMEDIATE makes writers queue instead of failing on upgrade.
@@ -216,7 +266,7 @@ else:
         }
     }
 
-REDIS_URL = env_str("REDIS_URL")
+REDIS_URL = env_secret("REDIS_URL")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -253,6 +303,55 @@ else:
         }
     }
 
+# Axes first: it refuses a locked-out login before a password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# The cache holds the API token throttle: Redis when there is one, so that every
+# process counts the same failures.
+CACHES: dict[str, dict[str, Any]]
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env_str("RBEE_REDIS_PREFIX", "rbee"),
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# Reverse proxies in front of the dashboard that append to X-Forwarded-For; 0 trusts none.
+RBEE_TRUSTED_PROXY_COUNT = env_int("RBEE_TRUSTED_PROXY_COUNT", 0, minimum=0)
+
+# Failed logins (django-axes, counted in the database): after RBEE_LOGIN_FAILURE_LIMIT
+# failures an account is locked, and so is an address, for RBEE_LOGIN_COOLOFF_S seconds.
+RBEE_LOGIN_FAILURE_LIMIT = env_int("RBEE_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+RBEE_LOGIN_COOLOFF_S = env_int("RBEE_LOGIN_COOLOFF_S", 900, minimum=1)
+AXES_FAILURE_LIMIT = RBEE_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(seconds=RBEE_LOGIN_COOLOFF_S)
+# Either one: guessing one account from many addresses, or many accounts from one.
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "accounts.auth.client_address"
+AXES_LOCKOUT_CALLABLE = "accounts.auth.locked_out_response"
+AXES_HTTP_RESPONSE_CODE = 429
+
+# Who may scrape /metrics: a bearer token, or an address in these networks.
+RBEE_METRICS_TOKEN = env_secret("RBEE_METRICS_TOKEN")
+RBEE_METRICS_ALLOW = env_list("RBEE_METRICS_ALLOW", "127.0.0.1/32,::1/128")
+for _network in RBEE_METRICS_ALLOW:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"RBEE_METRICS_ALLOW: {_network!r} is not an address or a network") from None
+
+# Wrong bearer tokens per address before the API answers 429, and the window they count in.
+RBEE_TOKEN_FAILURE_LIMIT = env_int("RBEE_TOKEN_FAILURE_LIMIT", 20, minimum=1)
+RBEE_TOKEN_FAILURE_WINDOW_S = env_int("RBEE_TOKEN_FAILURE_WINDOW_S", 600, minimum=1)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
@@ -273,12 +372,63 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+# No inline script or style anywhere, the admin's included (Django 6's admin has none).
+# 'self' in connect-src also allows ws:/wss: to the same host (CSP Level 3).
+# One exception by hash: htmx 2 inserts its request-indicator rules as a <style> element;
+# the hash allows exactly that text (a test recomputes it from the installed htmx).
+HTMX_INDICATOR_STYLE = "'sha256-faU7yAF8NxuMTNEwVmBz+VcYeIoBQ2EMHW3WaVxCvnk='"
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF, HTMX_INDICATOR_STYLE],
+    "img-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+    "base-uri": [CSP.SELF],
+    "form-action": [CSP.SELF],
+    "object-src": [CSP.NONE],
+}
+# DATABASE_URL and REDIS_URL carry passwords: the debug page and error mails hide them.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "rbee.logs.SecretsHidingFilter"
 
+if RBEE_PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("RBEE_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("RBEE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("RBEE_HSTS_PRELOAD", True)
+    SECURE_SSL_REDIRECT = env_bool("RBEE_SSL_REDIRECT", True)
+    # Probes and scrapers talk plain HTTP to the process itself.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    # What the admin turned off on purpose is no warning of `check --deploy`.
+    SILENCED_SYSTEM_CHECKS = [
+        check
+        for check, on in [
+            ("security.W004", SECURE_HSTS_SECONDS),
+            ("security.W005", SECURE_HSTS_INCLUDE_SUBDOMAINS),
+            ("security.W021", SECURE_HSTS_PRELOAD),
+            ("security.W008", SECURE_SSL_REDIRECT),
+        ]
+        if not on
+    ]
+
+# Only behind a proxy that sets it: otherwise any client could claim HTTPS.
+if env_bool("RBEE_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+RBEE_LOG_FORMAT = env_str("RBEE_LOG_FORMAT", "plain")
+if RBEE_LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"RBEE_LOG_FORMAT must be plain or json, got {RBEE_LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "rbee.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": RBEE_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         # The Hub client logs request URLs at DEBUG; never let tokens near a log line.
@@ -286,5 +436,7 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        # Its INFO lines (a banner at every start, every login) are noise; lockouts stay.
+        "axes": {"level": "WARNING"},
     },
 }

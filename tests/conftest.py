@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.cache import cache
 from django.test import Client
 
 from catalog.models import Hive
@@ -24,6 +25,7 @@ def _fast_and_isolated(settings, tmp_path: Path) -> None:
     settings.HF_TOKEN = None
     # Every test server listens on 127.0.0.1; tests of the address checks set their own.
     settings.RBEE_ALLOWED_PRIVATE_HOSTS = ["127.0.0.1", "localhost"]
+    cache.clear()  # the API token throttle counts per address, and every test is 127.0.0.1
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from catalog.models import ApiToken, ModelEntry
+from accounts.models import ApiToken
+from catalog.models import ModelEntry
 from provisioner.models import Action, DownloadJob
 from tests.helpers import wait_finished
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from catalog.models import ApiToken, Hive
+from accounts.models import ApiToken
+from catalog.models import Hive
 from provisioner.models import DownloadJob
 from tests.helpers import wait_finished
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from catalog.models import ApiToken, Hive, ModelEntry, ModelFile
+from accounts.models import ApiToken
+from catalog.models import Hive, ModelEntry, ModelFile
 from provisioner.models import DownloadJob
 
 

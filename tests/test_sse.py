@@ -15,7 +15,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.test import AsyncClient
 
-from catalog.models import ApiToken
+from accounts.models import ApiToken
 from provisioner.models import Action, DownloadJob
 from provisioner.narration import job_group
 from provisioner.stream import narration_stream
