@@ -52,7 +52,7 @@ class Command(BaseCommand):
 
     def do_pull(self, *, reference: str, hive: str | None, no_follow: bool, **_: Any) -> None:
         target = _hive(hive) if hive else Hive.default()
-        form = DownloadForm({"model": reference, "hive": target.pk}, previewed=lambda _hive, _ref: None)
+        form = DownloadForm({"model": reference, "hive": target.name}, previewed=lambda _hive, _ref: None)
         if not form.is_valid():
             raise CommandError(" ".join(str(e) for errors in form.errors.values() for e in errors))
         plan = form.plan.to_json() if form.plan is not None else None
