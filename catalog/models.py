@@ -4,16 +4,40 @@ import logging
 import os
 import shutil
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from catalog.windows import DownloadWindow, InvalidWindow
+
 logger = logging.getLogger(__name__)
+
+# The embedded pool has this many threads; no hive may ask for more at once.
+MAX_CONCURRENT_DOWNLOADS = 32
+
+
+def local_now() -> datetime:
+    """Now, in the server's time zone, shifted by RBEE_CLOCK_SHIFT_S (tests move it)."""
+    return timezone.localtime() + timedelta(seconds=settings.RBEE_CLOCK_SHIFT_S)
+
+
+def default_max_concurrent_downloads() -> int:
+    """RBEE_MAX_CONCURRENT_DOWNLOADS is what a new hive starts with."""
+    return min(settings.RBEE_MAX_CONCURRENT_DOWNLOADS, MAX_CONCURRENT_DOWNLOADS)
+
+
+def validate_window(text: str) -> None:
+    try:
+        DownloadWindow.parse(text)
+    except InvalidWindow as exc:
+        raise ValidationError(str(exc)) from None
 
 
 class Hive(models.Model):
@@ -30,6 +54,20 @@ class Hive(models.Model):
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     disk_total = models.BigIntegerField(null=True, blank=True)
     disk_free = models.BigIntegerField(null=True, blank=True)
+    # Limits, changeable while jobs run: the hive's processes read them every second.
+    max_bytes_per_s = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Total download rate over all of the hive's jobs; empty: unlimited"
+    )
+    max_concurrent_downloads = models.PositiveSmallIntegerField(
+        default=default_max_concurrent_downloads,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_CONCURRENT_DOWNLOADS)],
+    )
+    download_window = models.CharField(
+        max_length=16,
+        blank=True,
+        validators=[validate_window],
+        help_text="HH:MM-HH:MM in the server's time zone, may cross midnight; empty: always",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -99,6 +137,16 @@ class Hive(models.Model):
             return False
         limit = timedelta(seconds=settings.RBEE_HEARTBEAT_S * 3)
         return timezone.now() - self.last_heartbeat < limit
+
+    @property
+    def window(self) -> DownloadWindow | None:
+        return DownloadWindow.parse(self.download_window) if self.download_window else None
+
+    def window_open(self) -> bool:
+        """Whether downloads may run now. The clock can be shifted (RBEE_CLOCK_SHIFT_S) so
+        window edges are tested without waiting for them."""
+        window = self.window
+        return window is None or window.contains(local_now())
 
     @property
     def path(self) -> Path:

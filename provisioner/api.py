@@ -9,9 +9,9 @@ from django.http import Http404, HttpRequest, StreamingHttpResponse
 from ninja import Query, Router, Status
 
 from catalog.models import Hive, ModelEntry
-from provisioner.forms import DownloadForm
+from provisioner.forms import DownloadForm, HiveLimitsForm
 from provisioner.models import DownloadJob, NarrationEvent
-from provisioner.schemas import EventsOut, HiveOut, HivesOut, JobCreateIn, JobFilter, JobOut, JobsOut
+from provisioner.schemas import EventsOut, HiveLimitsIn, HiveOut, HivesOut, JobCreateIn, JobFilter, JobOut, JobsOut
 from provisioner.stream import narration_stream, resume_point
 from rbee.api import ERRORS, ErrorOut, Refusal
 
@@ -181,10 +181,70 @@ def get_hive(request: HttpRequest, name: str) -> dict[str, object]:
     return _hive_json(*rows[0])
 
 
+@router.patch("/hives/{name}/", response={200: HiveOut, **ERRORS}, tags=["hives"], summary="Change a hive's limits")
+def patch_hive(request: HttpRequest, name: str, payload: HiveLimitsIn) -> dict[str, object]:
+    """`max_bytes_per_s` (null: unlimited), `max_concurrent_downloads`, `download_window`
+    ("HH:MM-HH:MM", may cross midnight; "": always). Running jobs follow within about two
+    seconds; a bad value changes nothing."""
+    hive = Hive.objects.filter(name=name).first()
+    if hive is None:
+        raise Http404(f"no hive {name!r}")
+    given = payload.model_fields_set
+    if "max_concurrent_downloads" in given and payload.max_concurrent_downloads is None:
+        raise Refusal(400, "invalid request", {"max_concurrent_downloads": ["must be a whole number"]})
+    if "download_window" in given and payload.download_window is None:
+        payload.download_window = ""
+    data = {field: getattr(hive, field) for field in HiveLimitsForm.Meta.fields}
+    data.update({field: getattr(payload, field) for field in given})
+    form = HiveLimitsForm({k: "" if v is None else v for k, v in data.items()}, instance=hive)
+    if not form.is_valid():
+        errors = {field: [str(e) for e in errs] for field, errs in form.errors.items()}
+        raise Refusal(400, "invalid request: " + "; ".join(f"{f}: {' '.join(m)}" for f, m in errors.items()), errors)
+    form.save()
+    DownloadJob.dispatch(hive)  # a raised limit or an opened window starts waiting jobs now
+    return get_hive(request, name)
+
+
+def _job_action(pk: int, act: str, user: object) -> DownloadJob:
+    """Pause, resume or prioritize a job, or refuse with 409 and the reason."""
+    job = _get_job_or_404(pk)
+    allowed = {
+        "pause": ("a queued or running job", job.pause),
+        "resume": ("a paused job", job.resume),
+        "prioritize": ("a queued or paused job", job.prioritize),
+    }
+    what, method = allowed[act]
+    if not method(by=user):
+        raise Refusal(409, f"job {job.pk} is {job.state}; only {what} can be {act}d")
+    return _get_job_or_404(pk)
+
+
+@router.post("/jobs/{int:pk}/pause/", response={200: JobOut, 409: ErrorOut, **ERRORS}, tags=["jobs"], summary="Pause")
+def pause_job(request: HttpRequest, pk: int) -> DownloadJob:
+    """Keeps the partial bytes and frees the hive's slot; resume goes on from them."""
+    return _job_action(pk, "pause", request.user)
+
+
+@router.post("/jobs/{int:pk}/resume/", response={200: JobOut, 409: ErrorOut, **ERRORS}, tags=["jobs"], summary="Resume")
+def resume_job(request: HttpRequest, pk: int) -> DownloadJob:
+    """A paused job goes back to its hive's queue."""
+    return _job_action(pk, "resume", request.user)
+
+
+@router.post(
+    "/jobs/{int:pk}/prioritize/", response={200: JobOut, 409: ErrorOut, **ERRORS}, tags=["jobs"], summary="Run next"
+)
+def prioritize_job(request: HttpRequest, pk: int) -> DownloadJob:
+    """Moves a queued or paused job to the front of its hive's queue."""
+    return _job_action(pk, "prioritize", request.user)
+
+
 def _hives_with_usage(hives: Any) -> list[tuple[Hive, int]]:
     counted = hives.annotate(
         active_jobs=Count("jobs", filter=Q(jobs__state__in=DownloadJob.ACTIVE_STATES)),
+        running_jobs=Count("jobs", filter=Q(jobs__state=DownloadJob.RUNNING)),
         queued_jobs=Count("jobs", filter=Q(jobs__state=DownloadJob.QUEUED)),
+        paused_jobs=Count("jobs", filter=Q(jobs__state=DownloadJob.PAUSED)),
     )
     used = dict(ModelEntry.objects.values_list("hive").annotate(total=Sum("size_bytes")))
     return [(hive, used.get(hive.pk) or 0) for hive in counted]
@@ -200,6 +260,12 @@ def _hive_json(hive: Any, catalog_bytes: int) -> dict[str, object]:
         "disk_free": free,
         "catalog_bytes": catalog_bytes,
         "active_jobs": hive.active_jobs,
+        "running_jobs": hive.running_jobs,
         "queued_jobs": hive.queued_jobs,
+        "paused_jobs": hive.paused_jobs,
         "last_heartbeat": hive.last_heartbeat,
+        "max_bytes_per_s": hive.max_bytes_per_s,
+        "max_concurrent_downloads": hive.max_concurrent_downloads,
+        "download_window": hive.download_window,
+        "window_open": hive.window_open(),
     }

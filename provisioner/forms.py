@@ -6,6 +6,7 @@ from typing import Any
 from django import forms
 
 from catalog.models import Hive
+from catalog.windows import DownloadWindow, InvalidWindow
 from provisioner.models import DownloadJob
 from provisioner.references import Reference, UnsupportedReference, parse_reference
 from provisioner.vendors import SUPPORTED_FORMS_TEXT, vendor_for
@@ -102,3 +103,26 @@ class DownloadForm(forms.Form):
             return cleaned
         self.plan = plan
         return cleaned
+
+
+class HiveLimitsForm(forms.ModelForm):
+    """A hive's limits, from its page and from ``PATCH /api/hives/<name>/``: one validation."""
+
+    class Meta:
+        model = Hive
+        fields = ["max_bytes_per_s", "max_concurrent_downloads", "download_window"]
+        labels = {
+            "max_bytes_per_s": "Bandwidth cap (bytes/s)",
+            "max_concurrent_downloads": "Downloads at once",
+            "download_window": "Download window",
+        }
+        widgets = {"download_window": forms.TextInput(attrs={"placeholder": "22:00-06:00"})}
+
+    def clean_download_window(self) -> str:
+        text = self.cleaned_data.get("download_window") or ""
+        if not text.strip():
+            return ""
+        try:
+            return DownloadWindow.parse(text).canonical
+        except InvalidWindow as exc:
+            raise forms.ValidationError(str(exc)) from None

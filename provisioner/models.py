@@ -8,6 +8,7 @@ same transaction as the change, so whoever sees the state sees its story.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from datetime import timedelta
 from functools import partial
@@ -23,6 +24,7 @@ from django.utils import timezone
 from catalog.models import Hive, ModelEntry
 from provisioner.narration import push_event, push_job_created
 from provisioner.references import UnsupportedReference, parse_reference
+from rbee.formatting import human_bytes
 
 
 class Action(models.TextChoices):
@@ -41,6 +43,10 @@ class Action(models.TextChoices):
     FAILED = "model_download_failed"
     CANCEL_REQUESTED = "model_download_cancel_requested"
     CANCELLED = "model_download_cancelled"
+    PAUSE_REQUESTED = "model_download_pause_requested"
+    PAUSED = "model_download_paused"
+    WAITING = "model_download_waiting"
+    PRIORITIZED = "model_download_prioritized"
     DELETE = "model_delete"
 
 
@@ -80,8 +86,10 @@ class DownloadJob(models.Model):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    STATE_CHOICES = [(s, s) for s in (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)]
-    ACTIVE_STATES = (QUEUED, RUNNING)
+    PAUSED = "paused"
+    STATE_CHOICES = [(s, s) for s in (QUEUED, RUNNING, PAUSED, SUCCEEDED, FAILED, CANCELLED)]
+    # Active: the job for its model on its hive (a paused one keeps its bytes to resume).
+    ACTIVE_STATES = (QUEUED, RUNNING, PAUSED)
     FINISHED_STATES = (SUCCEEDED, FAILED, CANCELLED)
     # Failures a retry cannot change: the same reference fails the same way again.
     PERMANENT_ERRORS = ("unsupported", "unsafe_path", "not_found")
@@ -103,6 +111,11 @@ class DownloadJob(models.Model):
     error_kind = models.CharField(max_length=32, blank=True)
     entry = models.ForeignKey(ModelEntry, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
     cancel_requested = models.BooleanField(default=False)
+    pause_requested = models.BooleanField(default=False)
+    priority = models.IntegerField(default=0, help_text="Higher runs first among the hive's queued jobs")
+    dispatched_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it was sent to its hive's task queue; empty: waiting to be sent"
+    )
     process = models.CharField(max_length=128, blank=True, help_text="host:pid of the process running it now")
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     last_seq = models.PositiveIntegerField(default=0, help_text="Seq of the last narration event")
@@ -119,7 +132,7 @@ class DownloadJob(models.Model):
             # The database, not a check-then-insert, makes identical submissions share a job.
             models.UniqueConstraint(
                 fields=["hive", "reference"],
-                condition=Q(state__in=("queued", "running")),
+                condition=Q(state__in=("queued", "running", "paused")),
                 name="one_active_job_per_hive_reference",
             )
         ]
@@ -173,7 +186,9 @@ class DownloadJob(models.Model):
         if self.state != self.QUEUED:
             return None
         ahead = DownloadJob.objects.filter(hive=self.hive_id, state=self.QUEUED).filter(
-            Q(created_at__lt=self.created_at) | Q(created_at=self.created_at, pk__lt=self.pk)
+            Q(priority__gt=self.priority)
+            | Q(priority=self.priority, created_at__lt=self.created_at)
+            | Q(priority=self.priority, created_at=self.created_at, pk__lt=self.pk)
         )
         return ahead.count() + 1
 
@@ -212,9 +227,18 @@ class DownloadJob(models.Model):
                         + ("" if hive.is_online() else f" — hive '{hive.name}' is offline; the job waits for its worker"),
                         fields={"hive": hive.name, "queue_position": job.queue_position()},
                     )
+                    hive.refresh_from_db(fields=["download_window"])
+                    if not hive.window_open():
+                        job.narrate(
+                            Action.WAITING,
+                            f"Waiting for the download window {hive.window.label} of hive '{hive.name}'"
+                            if hive.window
+                            else "Waiting",
+                            fields={"window": hive.download_window},
+                        )
                     transaction.on_commit(partial(push_job_created, job))
                     if enqueue:
-                        job.enqueue()
+                        transaction.on_commit(partial(DownloadJob.dispatch, hive))
                 return job, True
             except IntegrityError:
                 continue
@@ -226,19 +250,63 @@ class DownloadJob(models.Model):
         from provisioner.tasks import send_to_queue
 
         job_id, queue = self.pk, self.hive.name
+        DownloadJob.objects.filter(pk=job_id).update(dispatched_at=timezone.now())
         transaction.on_commit(lambda: send_to_queue(job_id, queue))
+
+    @classmethod
+    def dispatch(cls, hive: Hive) -> list[int]:
+        """Send the hive's waiting jobs to its queue: highest priority, then oldest, first,
+        as many as its free slots, and none while its download window is closed.
+
+        Called when a job is queued, ends, pauses or moves up, when limits change, and
+        on every hive heartbeat (so an opening window starts its jobs). Returns the ids
+        sent. A job claims its slot again when it starts (``claim``), so a race here
+        can only delay a job, never run one too many.
+        """
+        hive.refresh_from_db()
+        if not hive.window_open():
+            return []
+        jobs = cls.objects.filter(hive=hive)
+        busy = jobs.filter(Q(state=cls.RUNNING) | Q(state=cls.QUEUED, dispatched_at__isnull=False)).count()
+        free = hive.max_concurrent_downloads - busy
+        sent = []
+        for job in jobs.filter(state=cls.QUEUED, dispatched_at__isnull=True).order_by("-priority", "created_at", "pk")[
+            : max(0, free)
+        ]:
+            with transaction.atomic():
+                if cls.objects.filter(pk=job.pk, state=cls.QUEUED, dispatched_at__isnull=True).update(
+                    dispatched_at=timezone.now()
+                ):
+                    job.enqueue()
+                    sent.append(job.pk)
+        return sent
 
     def claim(self, process: str) -> bool:
         """Take a queued job, or a running one whose process is gone, for this process.
 
-        The update is conditional so two processes never run one job.
+        The update is conditional so two processes never run one job; the hive's row is
+        locked meanwhile so its slots are counted by one process at a time. A job that
+        may not start now (window closed, slots full) goes back to waiting to be sent.
         """
         now = timezone.now()
-        claimed = (
-            DownloadJob.objects.filter(pk=self.pk)
-            .filter(Q(state=self.QUEUED) | Q(pk__in=DownloadJob.objects.orphaned().values("pk")))
-            .update(state=self.RUNNING, process=process, heartbeat_at=now, started_at=self.started_at or now)
-        )
+        with transaction.atomic():
+            hive = Hive.objects.select_for_update().get(pk=self.hive_id)
+            running = DownloadJob.objects.filter(hive=hive, state=self.RUNNING).exclude(pk=self.pk).count()
+            if not hive.window_open() or running >= hive.max_concurrent_downloads:
+                DownloadJob.objects.filter(pk=self.pk, state=self.QUEUED).update(dispatched_at=None)
+                return False
+            claimed = (
+                DownloadJob.objects.filter(pk=self.pk)
+                .filter(Q(state=self.QUEUED) | Q(pk__in=DownloadJob.objects.orphaned().values("pk")))
+                .update(
+                    state=self.RUNNING,
+                    process=process,
+                    heartbeat_at=now,
+                    started_at=self.started_at or now,
+                    dispatched_at=None,
+                    pause_requested=False,
+                )
+            )
         if claimed:
             self.refresh_from_db()
         return bool(claimed)
@@ -250,9 +318,11 @@ class DownloadJob(models.Model):
         that stalled past three heartbeats may find the job resumed elsewhere.
         """
         mine = DownloadJob.objects.filter(pk=self.pk, state=self.RUNNING, process=self.process)
-        if mine.filter(cancel_requested=False).update(heartbeat_at=timezone.now()):
+        if mine.filter(cancel_requested=False, pause_requested=False).update(heartbeat_at=timezone.now()):
             return "ok"
-        return "cancel" if mine.filter(cancel_requested=True).exists() else "lost"
+        if mine.filter(cancel_requested=True).exists():
+            return "cancel"
+        return "pause" if mine.filter(pause_requested=True).exists() else "lost"
 
     def record_progress(self, bytes_done: int, speed_bps: float | None) -> None:
         self.bytes_done, self.speed_bps = bytes_done, speed_bps
@@ -265,11 +335,17 @@ class DownloadJob(models.Model):
         """
         who = f" by {by}" if by else ""
         with transaction.atomic():
-            if DownloadJob.objects.filter(pk=self.pk, state=self.QUEUED).update(
-                state=self.CANCELLED, cancel_requested=True, finished_at=timezone.now()
+            was = self.state
+            if DownloadJob.objects.filter(pk=self.pk, state__in=(self.QUEUED, self.PAUSED)).update(
+                state=self.CANCELLED, cancel_requested=True, finished_at=timezone.now(), dispatched_at=None
             ):
                 self.refresh_from_db()
-                self.narrate(Action.CANCELLED, f"⏹ Cancelled{who} before it started", level="warn")
+                if was == self.PAUSED:
+                    self.narrate(Action.CANCELLED, f"⏹ Cancelled{who} while paused; partial files removed", level="warn")
+                    self.discard_partial_files()
+                else:
+                    self.narrate(Action.CANCELLED, f"⏹ Cancelled{who} before it started", level="warn")
+                transaction.on_commit(partial(DownloadJob.dispatch, self.hive))
                 return True
             if DownloadJob.objects.filter(pk=self.pk, state=self.RUNNING, cancel_requested=False).update(
                 cancel_requested=True
@@ -279,6 +355,74 @@ class DownloadJob(models.Model):
                 return True
         self.refresh_from_db()
         return False
+
+    def discard_partial_files(self) -> None:
+        """Where this process sees the hive's disk; otherwise the hive's worker drops them
+        on its next heartbeat (partials of finished jobs are orphans)."""
+        if self.hive.is_here():
+            shutil.rmtree(self.partial_dir, ignore_errors=True)
+
+    def pause(self, by: Any = None) -> bool:
+        """Keep the bytes, free the slot: a queued job on the spot, a running one by asking
+        its process to stop. Returns False when the state allows no pause."""
+        who = f" by {by}" if by else ""
+        with transaction.atomic():
+            if DownloadJob.objects.filter(pk=self.pk, state=self.QUEUED).update(
+                state=self.PAUSED, dispatched_at=None
+            ):
+                self.refresh_from_db()
+                self.narrate(Action.PAUSED, f"⏸ Paused{who}; the bytes on disk are kept", level="warn")
+                return True
+            if DownloadJob.objects.filter(
+                pk=self.pk, state=self.RUNNING, pause_requested=False, cancel_requested=False
+            ).update(pause_requested=True):
+                self.refresh_from_db()
+                self.narrate(Action.PAUSE_REQUESTED, f"Pause requested{who}; stopping…", level="warn")
+                return True
+        self.refresh_from_db()
+        return False
+
+    def paused(self) -> None:
+        """The running process stopped for a pause: the job keeps its partial files."""
+        with transaction.atomic():
+            if DownloadJob.objects.filter(pk=self.pk, state=self.RUNNING, process=self.process).update(
+                state=self.PAUSED, process="", speed_bps=None, heartbeat_at=None, pause_requested=False
+            ):
+                self.refresh_from_db()
+                self.narrate(
+                    Action.PAUSED, f"⏸ Paused with {human_bytes(self.bytes_done)} on disk; resume to go on", level="warn"
+                )
+                transaction.on_commit(partial(DownloadJob.dispatch, self.hive))
+
+    def resume(self, by: Any = None) -> bool:
+        """A paused job goes back to its hive's queue; returns False unless it was paused."""
+        with transaction.atomic():
+            if not DownloadJob.objects.filter(pk=self.pk, state=self.PAUSED).update(
+                state=self.QUEUED, pause_requested=False, dispatched_at=None
+            ):
+                self.refresh_from_db()
+                return False
+            self.refresh_from_db()
+            self.narrate(
+                Action.QUEUED, f"Resumed{f' by {by}' if by else ''}; queued again", fields={"resumed": True}
+            )
+            transaction.on_commit(partial(DownloadJob.dispatch, self.hive))
+        return True
+
+    def prioritize(self, by: Any = None) -> bool:
+        """Move a waiting (queued or paused) job to the front of its hive's queue."""
+        with transaction.atomic():
+            waiting = DownloadJob.objects.filter(hive=self.hive_id, state__in=(self.QUEUED, self.PAUSED))
+            top = waiting.exclude(pk=self.pk).aggregate(top=models.Max("priority"))["top"]
+            if not waiting.filter(pk=self.pk).update(priority=max(top or 0, self.priority) + 1):
+                self.refresh_from_db()
+                return False
+            self.refresh_from_db()
+            self.narrate(
+                Action.PRIORITIZED, f"Moved to the front of hive '{self.hive.name}''s queue{f' by {by}' if by else ''}"
+            )
+            transaction.on_commit(partial(DownloadJob.dispatch, self.hive))
+        return True
 
     def retry(self, by: Any = None) -> bool:
         """Put a failed or cancelled job back in the queue, keeping its history.
@@ -298,13 +442,14 @@ class DownloadJob(models.Model):
                     finished_at=None,
                     process="",
                     speed_bps=None,
+                    dispatched_at=None,
                 )
                 if updated:
                     self.refresh_from_db()
                     self.narrate(
                         Action.QUEUED, f"Retry requested{f' by {by}' if by else ''}; queued again", fields={"retry": True}
                     )
-                    self.enqueue()
+                    transaction.on_commit(partial(DownloadJob.dispatch, self.hive))
         except IntegrityError:
             updated = 0
         self.refresh_from_db()
@@ -339,6 +484,7 @@ class DownloadJob(models.Model):
             ]
         )
         self.narrate(action, human, level=level, fields=fields)
+        transaction.on_commit(partial(DownloadJob.dispatch, self.hive))
 
     def fail(self, reason: str, kind: str) -> None:
         self.finish(
@@ -351,7 +497,7 @@ class DownloadJob(models.Model):
             error_kind=kind,
         )
 
-    def hand_back(self, human: str, *, requeue: bool = True, **fields: Any) -> bool:
+    def hand_back(self, human: str, *, requeue: bool = True, action: Action = Action.QUEUED, **fields: Any) -> bool:
         """A process that stops on purpose gives its running job back to the hive's queue.
 
         The partial files stay for the resume; the next worker of the hive picks the
@@ -362,13 +508,13 @@ class DownloadJob(models.Model):
         process = self.process
         with transaction.atomic():
             if not DownloadJob.objects.filter(pk=self.pk, state=self.RUNNING, process=process).update(
-                state=self.QUEUED, process="", speed_bps=None, heartbeat_at=None
+                state=self.QUEUED, process="", speed_bps=None, heartbeat_at=None, dispatched_at=None
             ):
                 return False
             self.state, self.process, self.speed_bps, self.heartbeat_at = self.QUEUED, "", None, None
-            self.narrate(Action.QUEUED, human, level="warn", fields={"requeued": True, "process": process, **fields})
+            self.narrate(action, human, level="warn", fields={"requeued": True, "process": process, **fields})
             if requeue:
-                self.enqueue()
+                transaction.on_commit(partial(DownloadJob.dispatch, self.hive))
         return True
 
     # -- narration --------------------------------------------------------------------

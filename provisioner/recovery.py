@@ -12,11 +12,9 @@ from __future__ import annotations
 import logging
 import shutil
 
-from django.db import transaction
-
 from catalog.models import Hive, ModelEntry
 from provisioner.install import repair_installs
-from provisioner.models import DownloadJob
+from provisioner.models import DownloadJob, stale_before
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +33,8 @@ def recover_hive(hive: Hive, *, sole_worker: bool) -> list[int]:
     repair_installs(hive, sole_worker=sole_worker)
     remove_orphan_partials(hive)
     ModelEntry.objects.filter(hive=hive).check_files()
-    return requeue_jobs(hive, sole_worker=sole_worker)
+    requeue_jobs(hive, sole_worker=sole_worker)
+    return list(DownloadJob.objects.filter(hive=hive, state=DownloadJob.QUEUED).values_list("pk", flat=True))
 
 
 def remove_orphan_partials(hive: Hive) -> None:
@@ -60,38 +59,37 @@ def remove_orphan_partials(hive: Hive) -> None:
 
 
 def requeue_jobs(hive: Hive, *, sole_worker: bool) -> list[int]:
-    """Put the hive's orphaned running jobs back in the queue; returns the job ids sent.
+    """Put the hive's orphaned running jobs back in the queue and send what may run.
 
     Not the sole worker: an orphan is a running job whose heartbeat stopped, and the
     update checks that again, so a job another worker claimed a moment ago (fresh
-    heartbeat) is never taken from it.
+    heartbeat) is never taken from it. The sole worker (the embedded server, at start)
+    also forgets every send of the process before it: its queue lived in memory.
+    Returns the ids of the orphans put back.
     """
     jobs = DownloadJob.objects.filter(hive=hive)
     running = jobs.filter(state=DownloadJob.RUNNING) if sole_worker else jobs.orphaned()
     orphans = []
     for pk in running.values_list("pk", flat=True):
-        if running.filter(pk=pk).update(state=DownloadJob.QUEUED, process="", speed_bps=None):
+        if running.filter(pk=pk).update(state=DownloadJob.QUEUED, process="", speed_bps=None, dispatched_at=None):
             orphans.append(pk)
-    # The in-process pool forgets its queue on exit: everything queued is sent again.
-    todo = list(jobs.filter(state=DownloadJob.QUEUED).values_list("pk", flat=True)) if sole_worker else orphans
-    for job in DownloadJob.objects.select_related("hive").filter(pk__in=todo).order_by("created_at", "pk"):
-        with transaction.atomic():
-            job.enqueue()
-    return todo
+    if sole_worker:
+        jobs.filter(state=DownloadJob.QUEUED).update(dispatched_at=None)
+    DownloadJob.dispatch(hive)
+    return orphans
 
 
 def adopt_waiting_jobs(hive: Hive, already_sent: set[int]) -> list[int]:
-    """The embedded server runs jobs that reached the table another way (a command
-    line's ``--no-follow``, a pull stopped with Ctrl-C) and orphans of processes that
-    died, besides what its own pages queue."""
+    """The embedded server's heartbeat: orphans of processes that died (a command line
+    killed mid-pull) and jobs sent to a queue that died with its process go back to
+    waiting; then what may run now is sent (an opened window, a freed slot, a job a
+    command line queued with ``--no-follow``)."""
     requeued = requeue_jobs(hive, sole_worker=False)
-    waiting = DownloadJob.objects.select_related("hive").filter(hive=hive, state=DownloadJob.QUEUED)
-    adopted = []
-    for job in waiting.exclude(pk__in=list(already_sent)).order_by("created_at", "pk"):
-        with transaction.atomic():
-            job.enqueue()
-        adopted.append(job.pk)
-    return requeued + [pk for pk in adopted if pk not in requeued]
+    lost_sends = DownloadJob.objects.filter(
+        hive=hive, state=DownloadJob.QUEUED, dispatched_at__lt=stale_before()
+    ).exclude(pk__in=list(already_sent))
+    lost_sends.update(dispatched_at=None)
+    return requeued + DownloadJob.dispatch(hive)
 
 
 def hand_back_jobs(hive: Hive, process: str) -> list[int]:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.db import connection
 
+from provisioner import bandwidth
 from provisioner.models import Action, DownloadJob
 from provisioner.vendors.base import Plan
 from rbee.formatting import human_bytes, human_duration
@@ -27,13 +28,16 @@ class JobCancelToken:
     """Set to stop a job; callbacks cut blocked sockets right away.
 
     Why it was set decides what happens to the job: ``cancelled`` by the admin
-    (partials removed), ``lost`` to another process (touch nothing), or
-    ``stopping`` with this process (hand the job back, partials kept).
+    (partials removed), ``lost`` to another process (touch nothing), ``stopping``
+    with this process (hand the job back, partials kept), ``paused`` by the admin or
+    ``window`` closed (partials kept, the job waits).
     """
 
     CANCELLED = "cancelled"
     LOST = "lost"
     STOPPING = "stopping"
+    PAUSED = "paused"
+    WINDOW = "window"
 
     def __init__(self) -> None:
         self._event = threading.Event()
@@ -114,7 +118,8 @@ def stop_all(timeout: float = 15.0) -> list[int]:
 
 
 class JobWatcher(threading.Thread):
-    """Heartbeats the running job and notices a cancel request within half a second."""
+    """Heartbeats the running job; notices a cancel or pause request, and the end of the
+    hive's download window, within about a second."""
 
     def __init__(self, job: DownloadJob, token: JobCancelToken) -> None:
         super().__init__(name=f"job-{job.pk}-watcher", daemon=True)
@@ -124,13 +129,22 @@ class JobWatcher(threading.Thread):
 
     def run(self) -> None:
         try:
+            hive = self.job.hive
             while not self.stopping.wait(0.5):
                 beat = self.job.heartbeat()
                 if beat == "ok":
-                    continue
+                    hive.refresh_from_db(fields=["download_window"])
+                    if hive.window_open():
+                        continue
+                    beat = "window"
                 if beat == "lost":
                     logger.warning("job %s was taken over by another process; stopping here", self.job.pk)
-                self.token.set(JobCancelToken.LOST if beat == "lost" else JobCancelToken.CANCELLED)
+                reasons = {
+                    "lost": JobCancelToken.LOST,
+                    "pause": JobCancelToken.PAUSED,
+                    "window": JobCancelToken.WINDOW,
+                }
+                self.token.set(reasons.get(beat, JobCancelToken.CANCELLED))
                 return
         except Exception:
             logger.exception("watcher of job %s stopped", self.job.pk)
@@ -145,8 +159,11 @@ class JobWatcher(threading.Thread):
 class JobProgress:
     """Turns fetch's byte counts into job progress, throttled narration and speed."""
 
-    def __init__(self, job: DownloadJob, plan: Plan) -> None:
+    def __init__(self, job: DownloadJob, plan: Plan, token: JobCancelToken | None = None) -> None:
         self.job = job
+        self.token = token
+        # Every byte of the job passes here, from every part: the hive's cap acts here.
+        self.bandwidth = bandwidth.for_hive(job.hive)
         self.total = plan.total_bytes
         self.file_bytes: dict[str, int] = {}
         self.finished: set[str] = set()
@@ -164,13 +181,16 @@ class JobProgress:
 
     def advance(self, path: str, file_bytes: int) -> None:
         with self.lock:
-            self.window_bytes += file_bytes - self.file_bytes.get(path, file_bytes)
+            fresh = file_bytes - self.file_bytes.get(path, 0)
+            self.window_bytes += fresh
             self.file_bytes[path] = file_bytes
             self.current = path
             now = time.monotonic()
-            if now - self.last_emit < self.interval:
-                return
-        self.emit(now)
+            due = now - self.last_emit >= self.interval
+        # Outside the lock: other parts go on while this one waits out the cap.
+        self.bandwidth.consume(fresh, wait=self.token.wait if self.token else None)
+        if due:
+            self.emit(now)
 
     def emit(self, now: float | None = None) -> None:
         with self.lock:

@@ -120,8 +120,22 @@ class HiveOut(Schema):
     disk_free: int | None
     catalog_bytes: int
     active_jobs: int
+    running_jobs: int
     queued_jobs: int
+    paused_jobs: int
     last_heartbeat: datetime | None
+    max_bytes_per_s: int | None
+    max_concurrent_downloads: int
+    download_window: str
+    window_open: bool
+
+
+class HiveLimitsIn(Schema):
+    """Any of the limits; the ones left out stay as they are."""
+
+    max_bytes_per_s: int | None = None
+    max_concurrent_downloads: int | None = None
+    download_window: str | None = None
 
 
 class HivesOut(Schema):

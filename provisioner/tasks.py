@@ -99,6 +99,18 @@ def _stopped(job: DownloadJob, token: JobCancelToken) -> None:
             requeue=False,
         )
         return
+    if token.reason == JobCancelToken.PAUSED:
+        job.paused()
+        return
+    if token.reason == JobCancelToken.WINDOW:
+        window = job.hive.window
+        job.hand_back(
+            f"Waiting for the download window {window.label if window else ''} of hive '{job.hive.name}'; "
+            f"{human_bytes(_bytes_on_disk(job))} on disk are kept",
+            action=Action.WAITING,
+            window=job.hive.download_window,
+        )
+        return
     shutil.rmtree(job.partial_dir, ignore_errors=True)
     job.finish(
         DownloadJob.CANCELLED, Action.CANCELLED, "⏹ Download cancelled; partial files removed", level="warn"
@@ -149,7 +161,7 @@ def _download(job: DownloadJob, token: JobCancelToken) -> None:
             fields={"bytes_done": on_disk, "bytes_total": plan.total_bytes},
         )
     job.partial_dir.mkdir(parents=True, exist_ok=True)
-    progress = JobProgress(job, plan)
+    progress = JobProgress(job, plan, token)
     fetched = vendor.fetch(plan, job.partial_dir, progress, token)
     if token():
         raise Cancelled()

@@ -12,6 +12,11 @@ urlpatterns = [
     path("jobs/<int:pk>/", views.job_detail, name="job_detail"),
     path("jobs/<int:pk>/cancel/", views.job_cancel, name="job_cancel"),
     path("jobs/<int:pk>/retry/", views.job_retry, name="job_retry"),
+    path("jobs/<int:pk>/pause/", views.job_pause, name="job_pause"),
+    path("jobs/<int:pk>/resume/", views.job_resume, name="job_resume"),
+    path("jobs/<int:pk>/prioritize/", views.job_prioritize, name="job_prioritize"),
+    path("hives/", views.hive_list, name="hive_list"),
+    path("hives/<slug:name>/", views.hive_detail, name="hive_detail"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics, name="metrics"),
 ]

@@ -3,6 +3,7 @@ from __future__ import annotations
 import time
 
 from django.contrib import messages
+from django.db.models import Count, Q, Sum
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -11,7 +12,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from accounts.auth import staff_required
 from catalog.models import Hive, ModelEntry
-from provisioner.forms import DownloadForm
+from provisioner.forms import DownloadForm, HiveLimitsForm
 from provisioner.lifecycle import delete_entry
 from provisioner.models import Action, DownloadJob
 from provisioner.vendors import vendor_for
@@ -155,9 +156,70 @@ def model_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return HttpResponseRedirect(reverse("model_list"), status=303)
 
 
+@staff_required
+@require_POST
+def job_pause(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """Stop and keep the bytes: the hive's slot goes to the next job."""
+    job = _get_job_or_404(request, pk)
+    if not job.pause(by=request.user):
+        messages.error(request, f"Job #{job.pk} is {job.state}; only a queued or running job can be paused.")
+    return _back_to_job(request, job)
+
+
+@staff_required
+@require_POST
+def job_resume(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    job = _get_job_or_404(request, pk)
+    if not job.resume(by=request.user):
+        messages.error(request, f"Job #{job.pk} is {job.state}; only a paused job can be resumed.")
+    return _back_to_job(request, job)
+
+
+@staff_required
+@require_POST
+def job_prioritize(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """Move a waiting job to the front of its hive's queue."""
+    job = _get_job_or_404(request, pk)
+    if not job.prioritize(by=request.user):
+        messages.error(request, f"Job #{job.pk} is {job.state}; only a queued or paused job can move up.")
+    return _back_to_job(request, job)
+
+
 def _back_to_job(request: HtmxHttpRequest, job: DownloadJob) -> HttpResponse:
     if request.htmx:
         job.refresh_from_db()
         return render(request, "provisioner/job_detail.html#header", {"job": job})
+    if request.POST.get("next") == "list":
+        return HttpResponseRedirect(reverse("jobs"), status=303)
     return HttpResponseRedirect(job.get_absolute_url(), status=303)
+
+
+@staff_required
+@require_GET
+def hive_list(request: HtmxHttpRequest) -> HttpResponse:
+    hives = Hive.objects.annotate(
+        running=Count("jobs", filter=Q(jobs__state=DownloadJob.RUNNING)),
+        queued=Count("jobs", filter=Q(jobs__state=DownloadJob.QUEUED)),
+        paused=Count("jobs", filter=Q(jobs__state=DownloadJob.PAUSED)),
+        entries_bytes=Sum("entries__size_bytes"),
+    )
+    return render(request, "provisioner/hive_list.html", {"hives": hives})
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def hive_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
+    """The hive's disk, its jobs and its limits; POST changes the limits (as PATCH does)."""
+    hive = get_object_or_404(Hive, name=name)
+    form = HiveLimitsForm(request.POST or None, instance=hive)
+    if request.method == "POST":
+        if form.is_valid():
+            form.save()
+            DownloadJob.dispatch(hive)  # a raised limit or an opened window starts waiting jobs now
+            messages.success(request, f"Limits of hive {hive.name} saved; running downloads follow within seconds.")
+            return HttpResponseRedirect(reverse("hive_detail", args=[hive.name]), status=303)
+    jobs = DownloadJob.objects.filter(hive=hive, state__in=DownloadJob.ACTIVE_STATES).order_by("-priority", "created_at")
+    total, free = hive.disk_space()
+    context = {"hive": hive, "form": form, "jobs": jobs, "disk_total": total, "disk_free": free}
+    return render(request, "provisioner/hive_detail.html", context, status=400 if form.errors else 200)
 

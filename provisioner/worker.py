@@ -18,7 +18,13 @@ from catalog.models import Hive
 from provisioner import running
 from provisioner.models import this_process
 from provisioner.narration import remember_server_loop
-from provisioner.recovery import adopt_waiting_jobs, hand_back_jobs, recover_hive, requeue_jobs
+from provisioner.recovery import (
+    adopt_waiting_jobs,
+    hand_back_jobs,
+    recover_hive,
+    remove_orphan_partials,
+    requeue_jobs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +143,7 @@ class HiveHeartbeat(threading.Thread):
                     logger.info("running waiting job(s) %s of hive %s", adopted, self.hive)
             elif requeued := requeue_jobs(self.hive, sole_worker=False):
                 logger.warning("requeued job(s) %s of hive %s: their worker stopped heartbeating", requeued, self.hive)
+            remove_orphan_partials(self.hive)
         except Exception:
             logger.exception("heartbeat of hive %s failed", self.hive)
         finally:

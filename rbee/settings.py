@@ -145,6 +145,9 @@ RBEE_HIVE = env_str("RBEE_HIVE", "local")
 # Embedded default: the web process also runs the local hive's downloads. Off in tests
 # and tools that import the ASGI application without serving it.
 RBEE_EMBEDDED_WORKER = env_bool("RBEE_EMBEDDED_WORKER", True)
+# Seconds added to the clock that download windows are read against: for trying a
+# window's edges without waiting for them. 0 in production.
+RBEE_CLOCK_SHIFT_S = env_float("RBEE_CLOCK_SHIFT_S", 0.0)
 # Seconds without a byte before a request is abandoned and retried.
 RBEE_STALL_TIMEOUT = env_float("RBEE_STALL_TIMEOUT", 30.0)
 # Attempts per file that make no progress before the job fails.
@@ -299,7 +302,9 @@ else:
         "default": {
             "BACKEND": "django_tasks_local.ThreadPoolBackend",
             "QUEUES": [],
-            "OPTIONS": {"MAX_WORKERS": RBEE_MAX_CONCURRENT_DOWNLOADS, "MAX_RESULTS": 200},
+            # Each hive's max_concurrent_downloads decides how many run; the pool only
+            # has to be at least that big (catalog.models.MAX_CONCURRENT_DOWNLOADS).
+            "OPTIONS": {"MAX_WORKERS": 32, "MAX_RESULTS": 200},
         }
     }
 

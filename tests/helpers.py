@@ -49,3 +49,13 @@ def files_below(root) -> set[str]:
         for name in files:
             found.add(os.path.relpath(os.path.join(dirpath, name), root))
     return found
+
+
+def wait_until(predicate, timeout: float = 10.0, what: str = "the condition"):
+    """Poll ``predicate`` until it returns something true; return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := predicate():
+            return result
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

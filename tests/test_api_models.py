@@ -113,7 +113,7 @@ def test_hives_report_disk_catalog_and_queues(client, bearer, hive, settings):
     DownloadJob.objects.create(reference="hf:a/done", hive=gpu, state=DownloadJob.SUCCEEDED)
 
     hives = {h["name"]: h for h in client.get("/api/hives/", headers=bearer).json()["hives"]}
-    assert hives["gpu-1"] == {
+    assert hives["gpu-1"] | {"max_concurrent_downloads": None} == {
         "name": "gpu-1",
         "online": False,
         "models_dir": "/srv/models",
@@ -121,8 +121,14 @@ def test_hives_report_disk_catalog_and_queues(client, bearer, hive, settings):
         "disk_free": 400,
         "catalog_bytes": 0,
         "active_jobs": 3,
+        "running_jobs": 1,
         "queued_jobs": 2,
+        "paused_jobs": 0,
         "last_heartbeat": None,
+        "max_bytes_per_s": None,
+        "max_concurrent_downloads": None,
+        "download_window": "",
+        "window_open": True,
     }
     local = client.get("/api/hives/local/", headers=bearer).json()
     assert local["online"] is True and local["catalog_bytes"] == 10

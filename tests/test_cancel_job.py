@@ -7,7 +7,7 @@ import time
 import pytest
 
 from provisioner.models import DownloadJob
-from tests.helpers import actions, blob, wait_finished
+from tests.helpers import actions, blob, wait_finished, wait_until
 
 
 @pytest.fixture
@@ -16,15 +16,6 @@ def slow_repo(hub):
     return "acme/slow"
 
 
-
-
-def _wait(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("timed out")
 
 
 def _file_host_busy(hub) -> bool:
@@ -36,12 +27,12 @@ def test_it_stops_network_activity_within_two_seconds(hub, slow_repo, hive, alic
     settings.RBEE_STALL_TIMEOUT = 30.0  # the stall must not end by itself
     hub.set_fault(slow_repo, "model.safetensors", **fault)
     job, _ = DownloadJob.submit(slow_repo, hive, alice)
-    _wait(lambda: _file_host_busy(hub))
+    wait_until(lambda: _file_host_busy(hub))
 
     response = alice_client.post(f"/jobs/{job.pk}/cancel/")
     cancelled_at = time.monotonic()
     assert response.status_code == 303
-    _wait(lambda: not _file_host_busy(hub), timeout=2.5)
+    wait_until(lambda: not _file_host_busy(hub), timeout=2.5)
     assert time.monotonic() - cancelled_at < 2.0
     job = wait_finished(job, timeout=5)
     assert job.state == DownloadJob.CANCELLED
@@ -103,10 +94,10 @@ def test_it_requires_login(client, hive):
 def test_a_worker_that_lost_its_job_stops_and_touches_nothing(hub, slow_repo, hive, alice):
     hub.set_fault(slow_repo, "model.safetensors", throttle_bps=512 * 1024)
     job, _ = DownloadJob.submit(slow_repo, hive, alice)
-    _wait(lambda: _file_host_busy(hub))
+    wait_until(lambda: _file_host_busy(hub))
     # Another worker resumed the job meanwhile (this one looked dead to it).
     DownloadJob.objects.filter(pk=job.pk).update(process="other-host:4242")
-    _wait(lambda: not _file_host_busy(hub), timeout=3)
+    wait_until(lambda: not _file_host_busy(hub), timeout=3)
     time.sleep(0.3)
     job.refresh_from_db()
     assert job.state == DownloadJob.RUNNING and job.process == "other-host:4242"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from provisioner.install import INSTALL_MARKER
 from provisioner.models import DownloadJob
 from provisioner.recovery import recover_hive
 from provisioner.vendors.base import Plan, PlannedFile
-from tests.helpers import blob, sha256, wait_finished
+from tests.helpers import blob, sha256, wait_finished, wait_until
 from tests.live import LiveDashboard
 
 
@@ -104,10 +103,7 @@ def _download_until(live: LiveDashboard, model: str, nbytes: int) -> dict:
     """Start a download on the live server and return its job once it holds ``nbytes``."""
     client = live.client()
     [job] = client.post("/api/jobs/", json={"model": model}).json()["jobs"]
-    deadline = time.monotonic() + 30
-    while client.get(f"/api/jobs/{job['id']}/").json()["bytes_done"] < nbytes:
-        assert time.monotonic() < deadline, live.log()
-        time.sleep(0.05)
+    wait_until(lambda: client.get(f"/api/jobs/{job['id']}/").json()["bytes_done"] >= nbytes, 30, f"{nbytes} bytes")
     return job
 
 

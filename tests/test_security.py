@@ -105,8 +105,7 @@ def test_it_sends_the_security_headers_on_every_page(alice_client, client, db):
 @pytest.mark.parametrize("path", ["/models/", "/jobs/", "/jobs/new/", "/hives/"])
 def test_the_dashboard_pages_need_no_inline_code(alice_client, hive, path):
     response = alice_client.get(path)
-    if response.status_code == 404:
-        pytest.skip(f"{path} is not built on this branch")
+    assert response.status_code == 200
     assert inline_code(response.content.decode()) == []
 
 
@@ -160,8 +159,7 @@ def test_the_csrf_token_never_goes_into_a_url():
         for include in re.finditer(r'hx-get="[^"]*"[^>]*hx-include="#([^"]+)"', text):
             if "csrf_token" in forms.get(include.group(1), ""):
                 offenders.append(f"{template.name}: hx-get includes #{include.group(1)}, which holds the token")
-    if offenders:
-        pytest.xfail("; ".join(offenders))  # the plan preview's query until the page engineer's change lands
+    assert offenders == []
 
 
 # Error pages

@@ -65,7 +65,7 @@ class Command(BaseCommand):
         if no_follow:
             return
         if not created and job.state == DownloadJob.QUEUED and target.is_here():
-            job.enqueue()  # a job left queued by a stopped pull: this process runs it now
+            DownloadJob.dispatch(target)  # a job left queued by a stopped pull: this process runs it now
         try:
             job = self._follow(job)
         except KeyboardInterrupt:
