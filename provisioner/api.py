@@ -11,7 +11,16 @@ from ninja import Query, Router, Status
 from catalog.models import Hive, ModelEntry
 from provisioner.forms import DownloadForm
 from provisioner.models import DownloadJob, NarrationEvent
-from provisioner.schemas import EventsOut, HiveOut, HivesOut, JobCreateIn, JobFilter, JobOut, JobsOut
+from provisioner.schemas import (
+    EventsOut,
+    HiveOut,
+    HivesOut,
+    HiveWatermarksIn,
+    JobCreateIn,
+    JobFilter,
+    JobOut,
+    JobsOut,
+)
 from provisioner.stream import narration_stream, resume_point
 from rbee.api import ERRORS, ErrorOut, Refusal
 
@@ -181,6 +190,29 @@ def get_hive(request: HttpRequest, name: str) -> dict[str, object]:
     return _hive_json(*rows[0])
 
 
+@router.patch("/hives/{name}/", response={200: HiveOut, **ERRORS}, tags=["hives"], summary="Change a hive's settings")
+def patch_hive(request: HttpRequest, name: str, payload: HiveWatermarksIn) -> dict[str, object]:
+    """Only the fields given change; bad input is a 400 with per-field errors and changes nothing."""
+    hive = Hive.objects.filter(name=name).first()
+    if hive is None:
+        raise Http404(f"no hive {name!r}")
+    changed: list[str] = []
+    # -- watermarks: the low mark stays below the high one (the database insists too)
+    high = payload.high_watermark_percent if payload.high_watermark_percent is not None else hive.high_watermark_percent
+    low = payload.low_watermark_percent if payload.low_watermark_percent is not None else hive.low_watermark_percent
+    if low >= high:
+        field = "low_watermark_percent" if payload.low_watermark_percent is not None else "high_watermark_percent"
+        raise Refusal(400, f"invalid request: {field}: the low watermark ({low}%) must be below the high one ({high}%)",
+                      {field: [f"the low watermark ({low}%) must be below the high one ({high}%)"]})
+    if (high, low) != (hive.high_watermark_percent, hive.low_watermark_percent):
+        hive.high_watermark_percent, hive.low_watermark_percent = high, low
+        changed += ["high_watermark_percent", "low_watermark_percent"]
+    # -- end of watermarks
+    if changed:
+        hive.save(update_fields=changed)
+    return get_hive(request, name)
+
+
 def _hives_with_usage(hives: Any) -> list[tuple[Hive, int]]:
     counted = hives.annotate(
         active_jobs=Count("jobs", filter=Q(jobs__state__in=DownloadJob.ACTIVE_STATES)),
@@ -191,14 +223,22 @@ def _hives_with_usage(hives: Any) -> list[tuple[Hive, int]]:
 
 
 def _hive_json(hive: Any, catalog_bytes: int) -> dict[str, object]:
-    total, free = hive.disk_space()
+    usage = hive.usage()
+    total, free = usage.total, usage.free
     return {
         "name": hive.name,
         "online": hive.is_online(),
         "models_dir": str(hive.path),
         "disk_total": total,
         "disk_free": free,
-        "catalog_bytes": catalog_bytes,
+        # Shared (deduplicated) bytes once, where the disk is here to count them.
+        "catalog_bytes": catalog_bytes if usage.catalog is None else usage.catalog,
+        "high_watermark_percent": hive.high_watermark_percent,
+        "low_watermark_percent": hive.low_watermark_percent,
+        "partial_bytes": usage.partial,
+        "dedupe_saved_bytes": usage.dedupe_saved,
+        "largest": usage.largest,
+        "least_recently_used": usage.least_recently_used,
         "active_jobs": hive.active_jobs,
         "queued_jobs": hive.queued_jobs,
         "last_heartbeat": hive.last_heartbeat,

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from ninja import Schema
+from pydantic import ConfigDict, Field, StrictInt
 
 from provisioner.models import DownloadJob
 
@@ -112,6 +113,15 @@ class JobFilter(Schema):
     hive: str | None = None
 
 
+class EntryBriefOut(Schema):
+    id: int
+    name: str
+    reference: str
+    size_bytes: int
+    pinned: bool
+    last_used_at: datetime | None
+
+
 class HiveOut(Schema):
     name: str
     online: bool
@@ -122,7 +132,24 @@ class HiveOut(Schema):
     active_jobs: int
     queued_jobs: int
     last_heartbeat: datetime | None
+    # The disk (usage): None where this process cannot see the hive's disk.
+    high_watermark_percent: int
+    low_watermark_percent: int
+    partial_bytes: int | None = None
+    dedupe_saved_bytes: int | None = None
+    largest: list[EntryBriefOut] = []
+    least_recently_used: list[EntryBriefOut] = []
 
 
 class HivesOut(Schema):
     hives: list[HiveOut]
+
+
+class HiveWatermarksIn(Schema):
+    """The disk part of ``PATCH /api/hives/<name>/``: past the high mark a download evicts
+    idle, unpinned entries down to the low mark."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    high_watermark_percent: StrictInt | None = Field(default=None, ge=1, le=100)
+    low_watermark_percent: StrictInt | None = Field(default=None, ge=0, le=99)

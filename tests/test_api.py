@@ -152,9 +152,15 @@ def test_the_schema_is_openapi_3_and_covers_every_call(alice_client, db):
         "/api/jobs/{pk}/cancel/": {"post"},
         "/api/jobs/{pk}/retry/": {"post"},
         "/api/models/": {"get"},
-        "/api/models/{pk}/": {"get", "delete"},
+        "/api/models/{pk}/": {"get", "patch", "delete"},
+        "/api/models/{pk}/used/": {"post"},
+        "/api/models/{pk}/verify/": {"post"},
+        "/api/models/{pk}/repair/": {"post"},
+        "/api/models/{pk}/update/": {"post"},
+        "/api/models/{pk}/check-update/": {"post"},
+        "/api/models/check-updates/": {"post"},
         "/api/hives/": {"get"},
-        "/api/hives/{name}/": {"get"},
+        "/api/hives/{name}/": {"get", "patch"},
     } == {path: set(operations) for path, operations in schema["paths"].items()}
     assert all(op["security"] for ops in schema["paths"].values() for op in ops.values())
     assert "bytes_from_peers" in schema["components"]["schemas"]["JobOut"]["properties"]
