@@ -49,12 +49,18 @@ def model_list(request: HtmxHttpRequest) -> HttpResponse:
     query = request.GET.get("q", "").strip()
     vendor = request.GET.get("vendor", "")
     hive = request.GET.get("hive", "")
+    integrity = request.GET.get("integrity", "")
+    updates = request.GET.get("updates", "")
     sort = request.GET.get("sort", "-added")
     entries = ModelEntry.objects.select_related("hive").search(query)
     if vendor:
         entries = entries.filter(vendor=vendor)
     if hive:
         entries = entries.filter(hive__name=hive)
+    if integrity:
+        entries = entries.filter(integrity=integrity)
+    if updates:
+        entries = entries.update_available()
     entries = entries.order_by(SORTS.get(sort, "-created_at"), "pk")
     page = Paginator(entries, PAGE_SIZE).get_page(request.GET.get("page"))
     for entry in page:
@@ -65,6 +71,9 @@ def model_list(request: HtmxHttpRequest) -> HttpResponse:
         "vendor": vendor,
         "hive": hive,
         "sort": sort,
+        "integrity": integrity,
+        "integrities": ModelEntry.INTEGRITY_CHOICES,
+        "updates": updates,
         "vendors": ModelEntry.objects.order_by("vendor").values_list("vendor", flat=True).distinct(),
         "hives": Hive.objects.all(),
         "any_entries": ModelEntry.objects.exists(),
@@ -81,4 +90,32 @@ def model_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     entry = get_object_or_404(ModelEntry.objects.select_related("hive"), pk=pk)
     entry.check_files()  # files removed by hand show as missing now, not at the next restart
     job = entry.jobs.order_by("-created_at").first()
-    return render(request, "catalog/model_detail.html", {"entry": entry, "files": entry.files.all(), "job": job})
+    context = {
+        "entry": entry,
+        "files": entry.files.all(),
+        "job": job,
+        "on_disk": entry.bytes_on_disk(),
+        # Whether the reference follows a branch or tag is the provisioner's to say.
+        "follows_moving_name": entry.vendor == "ollama"
+        or (entry.vendor == "huggingface" and not _pinned_to_commit(entry.reference)),
+    }
+    return render(request, "catalog/model_detail.html", context)
+
+
+def _pinned_to_commit(reference: str) -> bool:
+    """``hf:org/name@<40 hex>``: a commit that never moves (a branch or tag name would)."""
+    revision = reference.partition("@")[2].partition(":")[0]
+    return len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
+
+
+@staff_required
+@require_GET
+def hive_list(request: HtmxHttpRequest) -> HttpResponse:
+    return render(request, "catalog/hive_list.html", {"disks": disk_summary()})
+
+
+@staff_required
+@require_GET
+def hive_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
+    hive = get_object_or_404(Hive, name=name)
+    return render(request, "catalog/hive_detail.html", {"hive": hive, "usage": hive.usage()})
