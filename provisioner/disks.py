@@ -481,6 +481,8 @@ def run_periodic_checks(hive: Hive) -> dict[str, list[int]]:
                 check_update(entry)
                 checked.append(entry.pk)
             except DownloadError as exc:
+                # Asked again at the next period, not at every heartbeat.
+                ModelEntry.objects.filter(pk=entry.pk).update(update_checked_at=now)
                 logger.warning("update check of %s failed: %s", entry.reference, exc)
     if settings.RBEE_VERIFY_EVERY_S:
         due = now - timedelta(seconds=settings.RBEE_VERIFY_EVERY_S)

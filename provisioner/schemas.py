@@ -28,6 +28,7 @@ class JobOut(Schema):
     hive_online: bool
     vendor: str
     state: JobState
+    kind: Literal["download", "verify", "repair", "update"]
     bytes_done: int
     bytes_total: int | None
     bytes_from_origin: int

@@ -16,6 +16,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 
 from catalog.models import Hive
 from provisioner import running
+from provisioner.disks import run_periodic_checks
 from provisioner.models import this_process
 from provisioner.narration import remember_server_loop
 from provisioner.recovery import adopt_waiting_jobs, hand_back_jobs, recover_hive, requeue_jobs
@@ -109,7 +110,8 @@ class WorkerStopping(KeyboardInterrupt):
 class HiveHeartbeat(threading.Thread):
     """Tells the dashboard the hive is up, and hands dead workers' jobs to live ones.
 
-    Every ``RBEE_HEARTBEAT_S``: the hive's heartbeat and free disk, then a requeue of
+    Every ``RBEE_HEARTBEAT_S``: the hive's heartbeat and free disk, the disk checks
+    that are due (update checks, verifies), then a requeue of
     its running jobs whose heartbeat stopped (a worker killed mid-download), so the
     next live worker of the hive resumes them from the bytes on disk.
     """
@@ -130,6 +132,8 @@ class HiveHeartbeat(threading.Thread):
     def beat(self) -> None:
         try:
             self.hive.beat()
+            # Due update checks and verifies (each at most every RBEE_UPDATE_CHECK_S / RBEE_VERIFY_EVERY_S).
+            run_periodic_checks(self.hive)
             if self.embedded:
                 # The queue is this process's memory: jobs that reached the table from
                 # elsewhere (the command line) are sent to it here.

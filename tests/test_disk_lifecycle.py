@@ -343,6 +343,33 @@ def test_a_second_kind_of_job_waits_for_the_first(hive, alice_client, settings):
     assert busy.status_code == 409 and "verify" in busy.json()["error"]
 
 
+@pytest.mark.parametrize("path", ["/hives/", "/hives/local/"])
+def test_the_hive_pages_require_login(client, hive, path):
+    response = client.get(path)
+    assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+
+
+@pytest.mark.parametrize("action", ["pin", "verify", "repair", "update", "check-update"])
+def test_the_entry_actions_require_login_and_reject_get(client, alice_client, hive, action):
+    entry = _entry(hive, "acme/x", 10, seed=1)
+    response = client.post(f"/models/{entry.pk}/{action}/")
+    assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+    assert alice_client.get(f"/models/{entry.pk}/{action}/").status_code == 405
+
+
+def test_the_entry_page_pins_and_queues_a_verify(hive, alice_client):
+    entry = _entry(hive, "acme/x", 10, seed=1)
+    assert alice_client.post(f"/models/{entry.pk}/pin/", {"pinned": "1"}).status_code == 303
+    entry.refresh_from_db()
+    assert entry.pinned and "Unpin" in alice_client.get(f"/models/{entry.pk}/").content.decode()
+    response = alice_client.post(f"/models/{entry.pk}/verify/")
+    job = DownloadJob.objects.get(kind="verify")
+    assert response.status_code == 303 and response["Location"] == job.get_absolute_url()
+    job = wait_finished(job)
+    assert job.state == DownloadJob.SUCCEEDED
+    assert "verify" in alice_client.get(job.get_absolute_url()).content.decode()
+
+
 def test_hive_usage_on_the_hive_page(hive, alice_client):
     entry = _entry(hive, "acme/big-one", 64 * KIB, seed=1)
     page = alice_client.get(f"/hives/{hive.name}/").content.decode()
