@@ -162,6 +162,30 @@ def test_dedupe_works_across_vendors(hub, hive):
     assert a.stat().st_ino == b.stat().st_ino
 
 
+def test_an_ollama_blob_that_is_a_hub_file_is_one_file(hub, hive, settings):
+    from tests.servers.registry import OciRegistry, find_binary
+
+    if find_binary() is None:
+        pytest.skip("needs Debian's docker-registry")
+    weights = blob(200 * KIB, seed=9)
+    hub.add_repo("acme/tiny-GGUF", {"tiny.Q4_K_M.gguf": weights})
+    hub_entry = download("acme/tiny-GGUF", hive).entry
+    with OciRegistry() as registry:
+        settings.RBEE_OLLAMA_REGISTRY = registry.url
+        registry.push_ollama_model(
+            "library", "tiny", "q4", [("application/vnd.ollama.image.model", weights),
+                                      ("application/vnd.ollama.image.template", b"{{ .Prompt }}")],
+        )  # fmt: skip
+        job = download("ollama:tiny:q4", hive)
+    assert job.state == DownloadJob.SUCCEEDED, job.error
+    linked = job.events.get(action="model_download_linked")
+    assert linked.fields["entry_id"] == hub_entry.pk and linked.fields["bytes_saved"] == len(weights)
+    hub_file = Path(hub_entry.path, "tiny.Q4_K_M.gguf").stat()
+    ollama_files = [p.stat() for p in Path(job.entry.path).rglob("*") if p.is_file() and p.stat().st_size == len(weights)]
+    assert [(f.st_dev, f.st_ino) for f in ollama_files] == [(hub_file.st_dev, hub_file.st_ino)]
+    assert hive.usage().dedupe_saved == len(weights)
+
+
 # -- verify and repair ------------------------------------------------------------------
 
 
