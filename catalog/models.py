@@ -221,6 +221,8 @@ class Hive(models.Model):
                 blocking.append((entry, "being read by another hive"))
             elif freed < to_free:
                 victims.append(entry)
+                if not self.is_here():
+                    freed += entry.size_bytes  # as far as the web process can tell from afar
                 for inode, size, links in entry.file_inodes():
                     names_gone[inode] = names_gone.get(inode, 0) + 1
                     if names_gone[inode] >= links:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from django.core.paginator import Paginator
-from django.db.models import Sum
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
@@ -24,16 +23,16 @@ PAGE_SIZE = 25
 
 
 def disk_summary() -> list[dict[str, object]]:
-    """Per hive: catalog size, partial downloads, and the disk's free space."""
-    used = dict(ModelEntry.objects.values_list("hive").annotate(total=Sum("size_bytes")))
-    rows = []
+    """Per hive: catalog size (shared files once), partial downloads, and the disk's free space."""
+    rows: list[dict[str, object]] = []
     for hive in Hive.objects.all():
-        total, free = hive.disk_space()
+        usage = hive.usage()
+        total, free = usage.total, usage.free
         rows.append(
             {
                 "hive": hive,
-                "used": used.get(hive.pk, 0),
-                "partial": hive.partial_bytes(),
+                "used": usage.catalog,
+                "partial": usage.partial,
                 "total": total,
                 "free": free,
                 "disk_used": total - free if total is not None and free is not None else None,

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import Query, Router, Schema, Status
 from pydantic import ConfigDict, StrictBool, field_validator
@@ -280,8 +279,7 @@ def check_model_updates(request: HttpRequest) -> dict[str, object]:
         if not follows_moving_name(entry):
             continue
         try:
-            with transaction.atomic():
-                checked.append(check_update(entry))
+            checked.append(check_update(entry))
         except DownloadError as exc:
             errors[str(entry.pk)] = str(exc)
     return {"models": checked, "errors": errors}
