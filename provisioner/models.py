@@ -367,7 +367,7 @@ class DownloadJob(models.Model):
         self.finish(
             self.FAILED,
             Action.FAILED,
-            f"❌ Failed to download model '{self.display_name}': {reason}",
+            f"❌ Failed to {self.kind} model '{self.display_name}': {reason}",
             level="error",
             fields={"error_kind": kind, "error": reason},
             error=reason,

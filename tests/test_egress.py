@@ -263,7 +263,7 @@ def test_it_wants_a_file_not_a_web_page(hive):
 
 
 def test_the_preview_refuses_too(nothing_private, alice_client, hive, listener):
-    body = alice_client.get("/jobs/plan/", {"model": f"https://127.0.0.1:{listener.port}/x.gguf"}).content.decode()
+    body = alice_client.post("/jobs/plan/", {"model": f"https://127.0.0.1:{listener.port}/x.gguf"}).content.decode()
 
     assert "refusing to connect" in body
     assert listener.accepted == 0
