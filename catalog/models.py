@@ -302,9 +302,10 @@ class ModelEntryQuerySet(models.QuerySet["ModelEntry"]):
                 size_bytes=sum(f.size_bytes for f in files),
                 file_count=len(files),
                 linked=linked,
-                # Every file was verified on its way in.
+                # Every file was verified on its way in, and the revision is the source's current one.
                 integrity=ModelEntry.INTEGRITY_OK,
                 verified_at=timezone.now(),
+                update_checked_at=timezone.now(),
             )
             ModelFile.objects.bulk_create(
                 ModelFile(entry=entry, path=f.path, size_bytes=f.size_bytes, sha256=f.sha256, media_type=f.media_type)
@@ -488,10 +489,11 @@ class ModelEntry(models.Model):
             self.size_bytes, self.file_count = sum(f.size_bytes for f in files), len(files)
             self.status = self.STATUS_READY
             self.integrity, self.damaged_files, self.verified_at = self.INTEGRITY_OK, [], timezone.now()
+            self.update_checked_at = self.verified_at
             self.save(
                 update_fields=[
                     "revision", "path", "models_root", "size_bytes", "file_count", "status", "integrity",
-                    "damaged_files", "verified_at", "updated_at",
+                    "damaged_files", "verified_at", "update_checked_at", "updated_at",
                 ]
             )
             ModelFile.objects.bulk_create(

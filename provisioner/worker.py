@@ -132,8 +132,6 @@ class HiveHeartbeat(threading.Thread):
     def beat(self) -> None:
         try:
             self.hive.beat()
-            # Due update checks and verifies (each at most every RBEE_UPDATE_CHECK_S / RBEE_VERIFY_EVERY_S).
-            run_periodic_checks(self.hive)
             if self.embedded:
                 # The queue is this process's memory: jobs that reached the table from
                 # elsewhere (the command line) are sent to it here.
@@ -141,6 +139,9 @@ class HiveHeartbeat(threading.Thread):
                     logger.info("running waiting job(s) %s of hive %s", adopted, self.hive)
             elif requeued := requeue_jobs(self.hive, sole_worker=False):
                 logger.warning("requeued job(s) %s of hive %s: their worker stopped heartbeating", requeued, self.hive)
+            # Last, so a slow source never delays the requeues: the due update checks and
+            # verifies (each at most every RBEE_UPDATE_CHECK_S / RBEE_VERIFY_EVERY_S).
+            run_periodic_checks(self.hive)
         except Exception:
             logger.exception("heartbeat of hive %s failed", self.hive)
         finally:
