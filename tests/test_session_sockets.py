@@ -21,7 +21,7 @@ ORIGIN = (b"origin", b"http://127.0.0.1:8000")
 def _alice_logged_in_twice() -> tuple[DownloadJob, Client, Client]:
     """Alice on her laptop and on her desktop: two sessions of one user."""
     alice = User.objects.create_user("alice", password="alice-password", is_staff=True)
-    job = DownloadJob.objects.create(reference="hf:org/name", hive=Hive.local(), requested_by=alice)
+    job = DownloadJob.objects.create(reference="hf:org/name", hive=Hive.current(), requested_by=alice)
     laptop, desktop = Client(), Client()
     laptop.force_login(alice)
     desktop.force_login(alice)
