@@ -83,7 +83,7 @@ def test_a_banner_reaches_no_job_error_narration_or_preview(service, hive, alice
     reference = reference.format(port=service.port)
 
     job = download(reference, hive)
-    preview = alice_client.get("/jobs/plan/", {"model": reference}).content.decode()
+    preview = alice_client.post("/jobs/plan/", {"model": reference}).content.decode()
 
     assert job.state == DownloadJob.FAILED
     assert SECRET not in story(job)
@@ -99,7 +99,7 @@ def test_a_banner_from_the_configured_hub_is_not_repeated_either(service, hive, 
     settings.HF_ENDPOINT = f"http://127.0.0.1:{service.port}"
 
     job = download("acme/tiny", hive)
-    preview = alice_client.get("/jobs/plan/", {"model": "acme/tiny"}).content.decode()
+    preview = alice_client.post("/jobs/plan/", {"model": "acme/tiny"}).content.decode()
 
     assert job.state == DownloadJob.FAILED
     assert SECRET not in story(job)
