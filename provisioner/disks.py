@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -76,6 +77,15 @@ def evict(entry: ModelEntry, job: DownloadJob) -> bool:
     stays: the database decides, not a check made earlier in Python.
     """
     idle_before = timezone.now() - timedelta(seconds=settings.RBEE_EVICT_MIN_IDLE_S)
+    try:
+        return _evict(entry, job, idle_before)
+    except (OSError, ValueError) as exc:
+        # The entry stays (the transaction rolled back); the disk check after says whether it mattered.
+        logger.warning("job %s: could not evict %s: %s", job.pk, entry.name, exc)
+        return False
+
+
+def _evict(entry: ModelEntry, job: DownloadJob, idle_before: Any) -> bool:
     with transaction.atomic():
         deleted, _ = (
             ModelEntry.objects.filter(pk=entry.pk, pinned=False)
@@ -262,6 +272,7 @@ def _repair(job: DownloadJob, entry: ModelEntry, token: JobCancelToken) -> None:
                    entry=entry, fields={"entry_id": entry.pk})
         return
     recorded = {f.path: f for f in entry.files.all()}
+    broken &= set(recorded)  # a stale list may name files a later update removed
     ref, source = _source_plan(entry, at_recorded_revision=True)
     by_path = {f.path: f for f in source.files}
     wanted = []
@@ -416,7 +427,10 @@ def _update(job: DownloadJob, entry: ModelEntry, token: JobCancelToken) -> None:
         target = inside(job.partial_dir, path)
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.link(inside(Path(entry.path), path), target)
+            try:
+                os.link(inside(Path(entry.path), path), target)
+            except OSError as exc:  # gone or on another filesystem: fetched like a changed file
+                logger.info("job %s: could not reuse %s: %s", job.pk, path, exc)
     link_known_files(job, plan)
     make_room(job, _missing_bytes(job, plan), keep=(entry.pk,))
     job.bytes_total = plan.total_bytes
@@ -430,7 +444,7 @@ def _update(job: DownloadJob, entry: ModelEntry, token: JobCancelToken) -> None:
     old_folder, old_revision = Path(entry.path), entry.revision
     final = _install_folder(job, ref, root, replacing=None)
     final.parent.mkdir(parents=True, exist_ok=True)
-    (job.partial_dir / INSTALL_MARKER).write_text(f'{{"job": {job.pk}, "reference": "{job.reference}"}}')
+    (job.partial_dir / INSTALL_MARKER).write_text(json.dumps({"job": job.pk, "reference": job.reference}))
     os.replace(job.partial_dir, final)
     with transaction.atomic():
         entry.replace_files(revision=plan.revision, path=final, models_root=root, files=_records(plan, dict(fetched.sha256)))

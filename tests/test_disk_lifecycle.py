@@ -400,3 +400,29 @@ def test_hive_usage_on_the_hive_page(hive, alice_client):
     assert "acme/big-one" in page and "90%" in page and "80%" in page
     assert hive.name in alice_client.get("/hives/").content.decode()
     assert os.path.exists(entry.path)
+
+
+def test_an_update_cut_before_its_switch_leaves_the_entry_on_its_old_folder(hub, hive):
+    import json
+
+    from provisioner.install import INSTALL_MARKER, repair_installs
+
+    hub.add_repo("acme/cut", {"config.json": b'{"v": 1}'})
+    entry = download("acme/cut", hive).entry
+    hub.add_commit("acme/cut", {"config.json": b'{"v": 2}'})
+    job = DownloadJob.objects.create(
+        reference=entry.reference, hive=hive, kind="update", entry=entry, state=DownloadJob.RUNNING
+    )
+    # The crash came after the new folder was moved into place, before the entry switched.
+    new_folder = Path(entry.path).with_name(Path(entry.path).name + ".2")
+    new_folder.mkdir()
+    (new_folder / "config.json").write_bytes(b'{"v": 2}')
+    (new_folder / INSTALL_MARKER).write_text(json.dumps({"job": job.pk, "reference": job.reference}))
+    job.plan = {"vendor": "huggingface", "reference": entry.reference, "revision": "x" * 40,
+                "files": [{"path": "config.json", "size": 8}]}  # fmt: skip
+    job.save(update_fields=["plan"])
+
+    repair_installs(hive)
+    assert not new_folder.exists()
+    assert list(ModelEntry.objects.values_list("pk", "path")) == [(entry.pk, entry.path)]
+    assert Path(entry.path, "config.json").read_bytes() == b'{"v": 1}'
