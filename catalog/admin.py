@@ -7,5 +7,8 @@ from catalog.models import Hive
 
 @admin.register(Hive)
 class HiveAdmin(admin.ModelAdmin):
-    list_display = ["name", "models_dir", "last_heartbeat", "disk_free", "disk_total"]
+    list_display = [
+        "name", "models_dir", "last_heartbeat", "disk_free", "disk_total", "high_watermark_percent",
+        "low_watermark_percent",
+    ]  # fmt: skip
     readonly_fields = ["last_heartbeat", "disk_total", "disk_free", "created_at"]

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
@@ -68,10 +69,25 @@ class Hive(models.Model):
         validators=[validate_window],
         help_text="HH:MM-HH:MM in the server's time zone, may cross midnight; empty: always",
     )
+    # Past the high mark a download first evicts idle, unpinned entries down to the low mark.
+    high_watermark_percent = models.PositiveSmallIntegerField(
+        default=90, validators=[MinValueValidator(1), MaxValueValidator(100)]
+    )
+    low_watermark_percent = models.PositiveSmallIntegerField(
+        default=80, validators=[MinValueValidator(0), MaxValueValidator(99)]
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            # Evicting "down to" a mark above the one that triggered it would never stop.
+            models.CheckConstraint(
+                condition=models.Q(low_watermark_percent__lt=models.F("high_watermark_percent"))
+                & models.Q(high_watermark_percent__lte=100),
+                name="low_watermark_below_high",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -186,6 +202,81 @@ class Hive(models.Model):
                     continue
         return total
 
+    def usage(self) -> DiskUsage:
+        """What the hive's disk holds: capacity, free, the catalog (shared bytes counted
+        once), partial downloads, what dedupe saved, and the entries worth a look."""
+        total, free = self.disk_space()
+        entries = list(self.entries.prefetch_related("files"))
+        catalog = saved = None
+        if self.is_here():
+            inodes: dict[tuple[int, int], int] = {}
+            names = 0
+            for entry in entries:
+                for inode, size, _links in entry.file_inodes():
+                    inodes[inode] = size
+                    names += size
+            catalog = sum(inodes.values())
+            saved = names - catalog
+        else:
+            catalog = sum(e.size_bytes for e in entries)
+        by_idle = sorted(entries, key=lambda e: e.idle_since)
+        return DiskUsage(
+            total=total,
+            free=free,
+            catalog=catalog,
+            partial=self.partial_bytes(),
+            dedupe_saved=saved,
+            largest=sorted(entries, key=lambda e: -e.size_bytes)[:5],
+            least_recently_used=by_idle[:5],
+        )
+
+    def eviction_plan(self, needed: int, *, keep: Iterable[int] = ()) -> EvictionPlan:
+        """Which entries a download of ``needed`` bytes would evict, least recently used
+        first, and whether it then fits.
+
+        Past the high watermark the disk is brought down to the low one; a download
+        that does not fit in the usable space at all needs at least that much freed.
+        Pinned entries, entries used within RBEE_EVICT_MIN_IDLE_S, entries another hive
+        is reading from and ``keep`` (the entry being replaced) are never evicted. Bytes
+        another name still links to free nothing, so hard-linked files count once: only
+        when the last of their names goes.
+        """
+        total, free = self.disk_space()
+        if total is None or free is None:
+            return EvictionPlan(needed=needed, to_free=0, victims=[], freed=0, fits=True, blocking=[])
+        usable = max(0, free - settings.RBEE_DISK_RESERVE)
+        used_after = total - free + needed
+        high = total * self.high_watermark_percent // 100
+        low = total * self.low_watermark_percent // 100
+        to_free = max(used_after - low if used_after > high else 0, needed - usable)
+        if to_free <= 0:
+            return EvictionPlan(needed=needed, to_free=0, victims=[], freed=0, fits=True, blocking=[])
+        idle_before = timezone.now() - timedelta(seconds=settings.RBEE_EVICT_MIN_IDLE_S)
+        keep = set(keep)
+        victims: list[ModelEntry] = []
+        blocking: list[tuple[ModelEntry, str]] = []
+        names_gone: dict[tuple[int, int], int] = {}
+        freed = 0
+        for entry in self.entries.by_idleness().prefetch_related("files"):
+            if entry.pk in keep:
+                continue
+            if entry.pinned:
+                blocking.append((entry, "pinned"))
+            elif entry.idle_since > idle_before:
+                blocking.append((entry, "used recently"))
+            elif entry.is_being_served():
+                blocking.append((entry, "being read by another hive"))
+            elif freed < to_free:
+                victims.append(entry)
+                if not self.is_here():
+                    freed += entry.size_bytes  # as far as the web process can tell from afar
+                for inode, size, links in entry.file_inodes():
+                    names_gone[inode] = names_gone.get(inode, 0) + 1
+                    if names_gone[inode] >= links:
+                        freed += size
+        fits = needed <= usable + freed and used_after - freed <= high
+        return EvictionPlan(needed=needed, to_free=to_free, victims=victims, freed=freed, fits=fits, blocking=blocking)
+
     def beat(self) -> None:
         """Record that this hive's worker is alive, with the free space on its disk."""
         self.path.mkdir(parents=True, exist_ok=True)
@@ -193,6 +284,32 @@ class Hive(models.Model):
         self.last_heartbeat = timezone.now()
         self.disk_total, self.disk_free = usage.total, usage.free
         self.save(update_fields=["last_heartbeat", "disk_total", "disk_free"])
+
+
+class DiskUsage(NamedTuple):
+    """A hive's disk at a glance; byte counts are None where this process cannot look."""
+
+    total: int | None
+    free: int | None
+    catalog: int | None
+    partial: int | None
+    dedupe_saved: int | None
+    largest: list[ModelEntry]
+    least_recently_used: list[ModelEntry]
+
+
+class EvictionPlan(NamedTuple):
+    """What making room for ``needed`` bytes would take; nothing is removed by making one."""
+
+    needed: int
+    to_free: int
+    victims: list[ModelEntry]
+    freed: int
+    fits: bool
+    blocking: list[tuple[ModelEntry, str]]
+
+    def blocking_text(self) -> str:
+        return ", ".join(f"{entry.name} ({why})" for entry, why in self.blocking) or "no entries"
 
 
 class FileRecord(NamedTuple):
@@ -232,6 +349,10 @@ class ModelEntryQuerySet(models.QuerySet["ModelEntry"]):
                 size_bytes=sum(f.size_bytes for f in files),
                 file_count=len(files),
                 linked=linked,
+                # Every file was verified on its way in, and the revision is the source's current one.
+                integrity=ModelEntry.INTEGRITY_OK,
+                verified_at=timezone.now(),
+                update_checked_at=timezone.now(),
             )
             ModelFile.objects.bulk_create(
                 ModelFile(entry=entry, path=f.path, size_bytes=f.size_bytes, sha256=f.sha256, media_type=f.media_type)
@@ -242,6 +363,13 @@ class ModelEntryQuerySet(models.QuerySet["ModelEntry"]):
     def check_files(self) -> None:
         for entry in self.select_related("hive"):
             entry.check_files()
+
+    def by_idleness(self) -> ModelEntryQuerySet:
+        """Least recently used first; an entry never used counts from when it arrived."""
+        return self.alias(idle_since=Coalesce("last_used_at", "created_at")).order_by("idle_since", "pk")
+
+    def update_available(self) -> ModelEntryQuerySet:
+        return self.exclude(update_revision="")
 
     def search(self, query: str) -> ModelEntryQuerySet:
         if not query:
@@ -264,6 +392,16 @@ class ModelEntry(models.Model):
     STATUS_READY = "ready"
     STATUS_MISSING = "missing"
     STATUS_CHOICES = [(STATUS_READY, "ready"), (STATUS_MISSING, "files missing")]
+    INTEGRITY_UNKNOWN = "unknown"
+    INTEGRITY_OK = "ok"
+    INTEGRITY_DAMAGED = "damaged"
+    INTEGRITY_MISSING = "missing"
+    INTEGRITY_CHOICES = [
+        (INTEGRITY_UNKNOWN, "not verified"),
+        (INTEGRITY_OK, "ok"),
+        (INTEGRITY_DAMAGED, "damaged"),
+        (INTEGRITY_MISSING, "files missing"),
+    ]
 
     hive = models.ForeignKey(Hive, on_delete=models.PROTECT, related_name="entries")
     reference = models.CharField(max_length=512, help_text="Canonical model reference")
@@ -280,6 +418,16 @@ class ModelEntry(models.Model):
     status = models.CharField(max_length=16, choices=STATUS_CHOICES, default=STATUS_READY)
     notes = models.TextField(blank=True)
     tags = models.CharField(max_length=256, blank=True, help_text="Comma-separated")
+    pinned = models.BooleanField(default=False, help_text="Never evicted to make room, nor deleted without force")
+    last_used_at = models.DateTimeField(null=True, blank=True, help_text="When rbee last asked for it")
+    integrity = models.CharField(max_length=16, choices=INTEGRITY_CHOICES, default=INTEGRITY_UNKNOWN)
+    damaged_files = models.JSONField(default=list, blank=True, help_text="Files that failed the last verify")
+    verified_at = models.DateTimeField(null=True, blank=True)
+    # A reference that follows a branch or tag: where the source has moved to, and what changed.
+    update_revision = models.CharField(max_length=128, blank=True)
+    update_changes = models.JSONField(default=dict, blank=True)
+    update_checked_at = models.DateTimeField(null=True, blank=True)
+    previous_revision = models.CharField(max_length=128, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -302,6 +450,64 @@ class ModelEntry(models.Model):
     @property
     def tag_list(self) -> list[str]:
         return [t.strip() for t in self.tags.split(",") if t.strip()]
+
+    @property
+    def idle_since(self) -> datetime:
+        return self.last_used_at or self.created_at
+
+    @property
+    def update_available(self) -> bool:
+        return bool(self.update_revision)
+
+    def mark_used(self) -> None:
+        """rbee is about to load the entry: it is not idle, so not evicted for a while."""
+        self.last_used_at = timezone.now()
+        ModelEntry.objects.filter(pk=self.pk).update(last_used_at=self.last_used_at)
+
+    def is_being_served(self) -> bool:
+        """Whether another hive is reading this entry's files from this one right now.
+
+        Eviction skips such an entry. No hive serves another yet, so nothing is; the
+        fleet's peer transfers answer this from their open reads.
+        """
+        return False
+
+    def file_inodes(self) -> list[tuple[tuple[int, int], int, int]]:
+        """(inode, size, link count) of every file present, where this process sees the disk.
+
+        Hard links (dedupe, imports) share an inode: counting by inode counts shared
+        bytes once, and a file's bytes are freed only with the last of its names.
+        """
+        if not self.hive.is_here():
+            return []
+        folder = Path(self.path)
+        found = []
+        for f in self.files.all():
+            try:
+                st = os.stat(folder / f.path)
+            except OSError:
+                continue
+            found.append(((st.st_dev, st.st_ino), st.st_size, st.st_nlink))
+        return found
+
+    def bytes_on_disk(self) -> int | None:
+        """Bytes of the entry's files present on disk, shared ones included; None when
+        the disk is elsewhere."""
+        if not self.hive.is_here():
+            return None
+        return sum(size for _inode, size, _links in self.file_inodes())
+
+    def record_integrity(self, damaged: list[str], missing: list[str]) -> None:
+        """The result of re-hashing every file, saved at once."""
+        if missing:
+            self.integrity = self.INTEGRITY_MISSING
+        elif damaged:
+            self.integrity = self.INTEGRITY_DAMAGED
+        else:
+            self.integrity = self.INTEGRITY_OK
+        self.damaged_files = sorted(damaged + missing)
+        self.verified_at = timezone.now()
+        self.save(update_fields=["integrity", "damaged_files", "verified_at", "updated_at"])
 
     def check_files(self) -> str:
         """Look at the disk (where this process sees it): every file there at its size is
@@ -329,8 +535,13 @@ class ModelEntry(models.Model):
             self.revision, self.path, self.models_root = revision, str(path), str(models_root)
             self.size_bytes, self.file_count = sum(f.size_bytes for f in files), len(files)
             self.status = self.STATUS_READY
+            self.integrity, self.damaged_files, self.verified_at = self.INTEGRITY_OK, [], timezone.now()
+            self.update_checked_at = self.verified_at
             self.save(
-                update_fields=["revision", "path", "models_root", "size_bytes", "file_count", "status", "updated_at"]
+                update_fields=[
+                    "revision", "path", "models_root", "size_bytes", "file_count", "status", "integrity",
+                    "damaged_files", "verified_at", "update_checked_at", "updated_at",
+                ]
             )
             ModelFile.objects.bulk_create(
                 ModelFile(entry=self, path=f.path, size_bytes=f.size_bytes, sha256=f.sha256, media_type=f.media_type)

@@ -58,13 +58,14 @@ class ModelFileInline(admin.TabularInline):
 
 @admin.register(ModelEntry)
 class ModelEntryAdmin(admin.ModelAdmin):
-    list_display = ["name", "vendor", "hive", "size_bytes", "file_count", "status", "created_at"]
-    list_filter = ["vendor", "hive", "status"]
+    list_display = ["name", "vendor", "hive", "size_bytes", "file_count", "status", "integrity", "pinned", "created_at"]
+    list_filter = ["vendor", "hive", "status", "integrity", "pinned"]
     search_fields = ["name", "reference", "tags", "notes"]
     fields = (
         "name",
         "notes",
         "tags",
+        "pinned",
         "reference",
         "vendor",
         "hive",
@@ -74,11 +75,17 @@ class ModelEntryAdmin(admin.ModelAdmin):
         "file_count",
         "linked",
         "status",
+        "integrity",
+        "damaged_files",
+        "verified_at",
+        "last_used_at",
+        "update_revision",
+        "previous_revision",
         "created_at",
         "updated_at",
     )
-    # Only the admin's own words are editable; what is on disk is the downloader's to say.
-    readonly_fields = tuple(f for f in fields if f not in ("name", "notes", "tags"))
+    # Only the admin's own words (and the pin) are editable; what is on disk is the downloader's to say.
+    readonly_fields = tuple(f for f in fields if f not in ("name", "notes", "tags", "pinned"))
     inlines = [ModelFileInline]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

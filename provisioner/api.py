@@ -181,11 +181,13 @@ def get_hive(request: HttpRequest, name: str) -> dict[str, object]:
     return _hive_json(*rows[0])
 
 
-@router.patch("/hives/{name}/", response={200: HiveOut, **ERRORS}, tags=["hives"], summary="Change a hive's limits")
+@router.patch("/hives/{name}/", response={200: HiveOut, **ERRORS}, tags=["hives"], summary="Change a hive's limits and watermarks")
 def patch_hive(request: HttpRequest, name: str, payload: HiveLimitsIn) -> dict[str, object]:
     """`max_bytes_per_s` (null: unlimited), `max_concurrent_downloads`, `download_window`
-    ("HH:MM-HH:MM", may cross midnight; "": always). Running jobs follow within about two
-    seconds; a bad value changes nothing."""
+    ("HH:MM-HH:MM", may cross midnight; "": always), `high_watermark_percent`,
+    `low_watermark_percent` (past the high mark a download first evicts idle, unpinned
+    entries down to the low mark). Only the fields given change; running jobs follow
+    within about two seconds; a bad value is a 400 with per-field errors and changes nothing."""
     hive = Hive.objects.filter(name=name).first()
     if hive is None:
         raise Http404(f"no hive {name!r}")
@@ -251,14 +253,22 @@ def _hives_with_usage(hives: Any) -> list[tuple[Hive, int]]:
 
 
 def _hive_json(hive: Any, catalog_bytes: int) -> dict[str, object]:
-    total, free = hive.disk_space()
+    usage = hive.usage()
+    total, free = usage.total, usage.free
     return {
         "name": hive.name,
         "online": hive.is_online(),
         "models_dir": str(hive.path),
         "disk_total": total,
         "disk_free": free,
-        "catalog_bytes": catalog_bytes,
+        # Shared (deduplicated) bytes once, where the disk is here to count them.
+        "catalog_bytes": catalog_bytes if usage.catalog is None else usage.catalog,
+        "high_watermark_percent": hive.high_watermark_percent,
+        "low_watermark_percent": hive.low_watermark_percent,
+        "partial_bytes": usage.partial,
+        "dedupe_saved_bytes": usage.dedupe_saved,
+        "largest": usage.largest,
+        "least_recently_used": usage.least_recently_used,
         "active_jobs": hive.active_jobs,
         "running_jobs": hive.running_jobs,
         "queued_jobs": hive.queued_jobs,

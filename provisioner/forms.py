@@ -110,11 +110,19 @@ class HiveLimitsForm(forms.ModelForm):
 
     class Meta:
         model = Hive
-        fields = ["max_bytes_per_s", "max_concurrent_downloads", "download_window"]
+        fields = [
+            "max_bytes_per_s",
+            "max_concurrent_downloads",
+            "download_window",
+            "high_watermark_percent",
+            "low_watermark_percent",
+        ]
         labels = {
             "max_bytes_per_s": "Bandwidth cap (bytes/s)",
             "max_concurrent_downloads": "Downloads at once",
             "download_window": "Download window",
+            "high_watermark_percent": "High watermark (%)",
+            "low_watermark_percent": "Low watermark (%)",
         }
         widgets = {"download_window": forms.TextInput(attrs={"placeholder": "22:00-06:00"})}
 
@@ -126,3 +134,11 @@ class HiveLimitsForm(forms.ModelForm):
             return DownloadWindow.parse(text).canonical
         except InvalidWindow as exc:
             raise forms.ValidationError(str(exc)) from None
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        high, low = cleaned.get("high_watermark_percent"), cleaned.get("low_watermark_percent")
+        if high is not None and low is not None and low >= high:
+            field = "low_watermark_percent" if "low_watermark_percent" in self.changed_data else "high_watermark_percent"
+            self.add_error(field, f"the low watermark ({low}%) must be below the high one ({high}%)")
+        return cleaned

@@ -142,7 +142,16 @@ def repair_installs(hive: Hive, *, sole_worker: bool = True) -> None:
         if live and not sole_worker:
             continue
         entry = ModelEntry.objects.filter(hive=hive, path=str(folder)).first()
-        if entry is None and job is not None and job.plan and _files_match_plan(folder, Plan.from_json(job.plan)):
+        # An update cut before its switch: the entry still serves its old folder, and the
+        # job runs again from its plan; this folder is not the entry's.
+        update_cut = job is not None and job.kind == DownloadJob.UPDATE and entry is None
+        if (
+            entry is None
+            and not update_cut
+            and job is not None
+            and job.plan
+            and _files_match_plan(folder, Plan.from_json(job.plan))
+        ):
             plan = Plan.from_json(job.plan)
             digests = {f.path: hash_file(inside(folder, f.path)).hexdigest() for f in plan.files}
             entry = _create_entry(job, plan, folder, models_dir.resolve(), digests, linked=bool(plan.extra.get("linked")))

@@ -48,6 +48,14 @@ class Action(models.TextChoices):
     WAITING = "model_download_waiting"
     PRIORITIZED = "model_download_prioritized"
     DELETE = "model_delete"
+    # Disks: making room, shared bytes, and the checks and jobs that keep an entry whole and current.
+    EVICTED = "model_evicted"
+    LINKED = "model_download_linked"
+    VERIFY_START = "model_verify_start"
+    VERIFY_COMPLETE = "model_verify_complete"
+    REPAIR_START = "model_repair_start"
+    UPDATE_AVAILABLE = "model_update_available"
+    UPDATE_SWITCHED = "model_update_switched"
 
 
 def this_process() -> str:
@@ -94,6 +102,10 @@ class DownloadJob(models.Model):
     # Failures a retry cannot change: the same reference fails the same way again.
     PERMANENT_ERRORS = ("unsupported", "unsafe_path", "not_found")
     RECENT = 50
+    # What a job does to the model: fetch it, re-hash it, re-fetch what is damaged, or
+    # fetch what changed upstream. One active job per model whatever its kind.
+    DOWNLOAD, VERIFY, REPAIR, UPDATE = "download", "verify", "repair", "update"
+    KIND_CHOICES = [(k, k) for k in (DOWNLOAD, VERIFY, REPAIR, UPDATE)]
 
     reference = models.CharField(max_length=512, help_text="Canonical model reference")
     hive = models.ForeignKey(Hive, on_delete=models.PROTECT, related_name="jobs")
@@ -101,6 +113,7 @@ class DownloadJob(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     state = models.CharField(max_length=16, choices=STATE_CHOICES, default=QUEUED, db_index=True)
+    kind = models.CharField(max_length=16, choices=KIND_CHOICES, default=DOWNLOAD)
     vendor = models.CharField(max_length=32, blank=True)
     bytes_done = models.BigIntegerField(default=0)
     bytes_total = models.BigIntegerField(null=True, blank=True)
@@ -196,7 +209,15 @@ class DownloadJob(models.Model):
 
     @classmethod
     def submit(
-        cls, reference: str, hive: Hive, user: Any, *, plan: dict[str, Any] | None = None, enqueue: bool = True
+        cls,
+        reference: str,
+        hive: Hive,
+        user: Any,
+        *,
+        plan: dict[str, Any] | None = None,
+        enqueue: bool = True,
+        kind: str = DOWNLOAD,
+        entry: ModelEntry | None = None,
     ) -> tuple[DownloadJob, bool]:
         """Queue a download, or return the active job for the same model on the hive.
 
@@ -204,6 +225,7 @@ class DownloadJob(models.Model):
         plan's JSON): the job downloads exactly that instead of asking the source again.
         ``enqueue=False`` leaves the job in the table for the hive's running worker to
         find (a command that returns at once must not run it in its own process).
+        ``kind`` and ``entry``: a verify, repair or update of that catalog entry.
         Concurrent identical submissions race on the partial unique index; the loser
         reads the winner's row.
         """
@@ -217,15 +239,16 @@ class DownloadJob(models.Model):
                 return existing, False
             try:
                 with transaction.atomic():
-                    job = cls.objects.create(reference=reference, hive=hive, requested_by=user)
+                    job = cls.objects.create(reference=reference, hive=hive, requested_by=user, kind=kind, entry=entry)
                     if plan is not None and plan.get("reference") == reference:
                         job.plan, job.bytes_total, job.revision = plan, _plan_total(plan), plan.get("revision", "")
                         job.save(update_fields=["plan", "bytes_total", "revision", "updated_at"])
                     job.narrate(
                         Action.QUEUED,
-                        f"Queued '{job.display_name}' on hive '{hive.name}'"
+                        ("Queued" if kind == cls.DOWNLOAD else f"Queued a {kind} of")
+                        + f" '{job.display_name}' on hive '{hive.name}'"
                         + ("" if hive.is_online() else f" — hive '{hive.name}' is offline; the job waits for its worker"),
-                        fields={"hive": hive.name, "queue_position": job.queue_position()},
+                        fields={"hive": hive.name, "queue_position": job.queue_position(), "kind": kind},
                     )
                     hive.refresh_from_db(fields=["download_window"])
                     if not hive.window_open():
@@ -490,7 +513,7 @@ class DownloadJob(models.Model):
         self.finish(
             self.FAILED,
             Action.FAILED,
-            f"❌ Failed to download model '{self.display_name}': {reason}",
+            f"❌ Failed to {self.kind} model '{self.display_name}': {reason}",
             level="error",
             fields={"error_kind": kind, "error": reason},
             error=reason,

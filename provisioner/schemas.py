@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from ninja import Schema
+from pydantic import ConfigDict, StrictInt
 
 from provisioner.models import DownloadJob
 
@@ -27,6 +28,7 @@ class JobOut(Schema):
     hive_online: bool
     vendor: str
     state: JobState
+    kind: Literal["download", "verify", "repair", "update"]
     bytes_done: int
     bytes_total: int | None
     bytes_from_origin: int
@@ -112,6 +114,15 @@ class JobFilter(Schema):
     hive: str | None = None
 
 
+class EntryBriefOut(Schema):
+    id: int
+    name: str
+    reference: str
+    size_bytes: int
+    pinned: bool
+    last_used_at: datetime | None
+
+
 class HiveOut(Schema):
     name: str
     online: bool
@@ -128,14 +139,25 @@ class HiveOut(Schema):
     max_concurrent_downloads: int
     download_window: str
     window_open: bool
+    high_watermark_percent: int
+    low_watermark_percent: int
+    # The disk (usage): None where this process cannot see the hive's disk.
+    partial_bytes: int | None = None
+    dedupe_saved_bytes: int | None = None
+    largest: list[EntryBriefOut] = []
+    least_recently_used: list[EntryBriefOut] = []
 
 
 class HiveLimitsIn(Schema):
-    """Any of the limits; the ones left out stay as they are."""
+    """Any of a hive's limits and watermarks; the ones left out stay as they are."""
 
-    max_bytes_per_s: int | None = None
-    max_concurrent_downloads: int | None = None
+    model_config = ConfigDict(extra="forbid")
+
+    max_bytes_per_s: StrictInt | None = None
+    max_concurrent_downloads: StrictInt | None = None
     download_window: str | None = None
+    high_watermark_percent: StrictInt | None = None
+    low_watermark_percent: StrictInt | None = None
 
 
 class HivesOut(Schema):

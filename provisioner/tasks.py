@@ -16,6 +16,7 @@ from django.tasks import task
 
 from catalog.models import Hive, ModelEntry
 from provisioner import running
+from provisioner.disks import link_known_files, make_room, run_entry_job
 from provisioner.install import install
 from provisioner.models import Action, DownloadJob, this_process
 from provisioner.references import UnsupportedReference, parse_reference
@@ -118,6 +119,9 @@ def _stopped(job: DownloadJob, token: JobCancelToken) -> None:
 
 
 def _download(job: DownloadJob, token: JobCancelToken) -> None:
+    if job.kind != DownloadJob.DOWNLOAD:
+        run_entry_job(job, token)  # verify, repair, update: provisioner/disks.py
+        return
     hive = job.hive
     try:
         ref = parse_reference(job.reference)
@@ -152,8 +156,12 @@ def _download(job: DownloadJob, token: JobCancelToken) -> None:
         )
         return
     plan = _plan(job, vendor, ref)
-    _check_disk(job, plan)
     on_disk = _bytes_on_disk(job)
+    if not plan.extra.get("linked"):
+        # Bytes the hive already holds are linked, not fetched; room is made for the rest.
+        link_known_files(job, plan)
+        make_room(job, plan.total_bytes - _bytes_on_disk(job), keep=(existing.pk,) if existing else ())
+    _check_disk(job, plan)
     if on_disk:
         job.narrate(
             Action.RESUMED,

@@ -6,6 +6,11 @@ from provisioner import health, metrics, views
 
 urlpatterns = [
     path("models/<int:pk>/delete/", views.model_delete, name="model_delete"),
+    path("models/<int:pk>/pin/", views.model_pin, name="model_pin"),
+    path("models/<int:pk>/verify/", views.model_job, {"kind": "verify"}, name="model_verify"),
+    path("models/<int:pk>/repair/", views.model_job, {"kind": "repair"}, name="model_repair"),
+    path("models/<int:pk>/update/", views.model_job, {"kind": "update"}, name="model_update"),
+    path("models/<int:pk>/check-update/", views.model_check_update, name="model_check_update"),
     path("jobs/", views.jobs, name="jobs"),
     path("jobs/new/", views.job_new, name="job_new"),
     path("jobs/plan/", views.job_plan_preview, name="job_plan_preview"),

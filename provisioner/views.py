@@ -12,6 +12,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from accounts.auth import staff_required
 from catalog.models import Hive, ModelEntry
+from provisioner.disks import check_update, follows_moving_name
 from provisioner.forms import DownloadForm, HiveLimitsForm
 from provisioner.lifecycle import delete_entry
 from provisioner.models import Action, DownloadJob
@@ -75,7 +76,7 @@ def job_plan_preview(request: HtmxHttpRequest) -> HttpResponse:
             except DownloadError as exc:
                 context["error"] = str(exc)
             else:
-                context.update(plan=plan, free=hive.usable_bytes())
+                context.update(plan=plan, free=hive.usable_bytes(), eviction=hive.eviction_plan(plan.total_bytes))
                 _remember_plan(request, hive, plan)
         else:
             context["error"] = "; ".join(str(e) for errors in form.errors.values() for e in errors)
@@ -219,7 +220,51 @@ def hive_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
             messages.success(request, f"Limits of hive {hive.name} saved; running downloads follow within seconds.")
             return HttpResponseRedirect(reverse("hive_detail", args=[hive.name]), status=303)
     jobs = DownloadJob.objects.filter(hive=hive, state__in=DownloadJob.ACTIVE_STATES).order_by("-priority", "created_at")
-    total, free = hive.disk_space()
-    context = {"hive": hive, "form": form, "jobs": jobs, "disk_total": total, "disk_free": free}
+    context = {"hive": hive, "form": form, "jobs": jobs, "usage": hive.usage()}
     return render(request, "provisioner/hive_detail.html", context, status=400 if form.errors else 200)
 
+
+def _back_to_entry(request: HtmxHttpRequest, entry: ModelEntry) -> HttpResponse:
+    if request.htmx:
+        return HttpResponseClientRedirect(entry.get_absolute_url())
+    return HttpResponseRedirect(entry.get_absolute_url(), status=303)
+
+
+@staff_required
+@require_POST
+def model_pin(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """Pin (``pinned=1``) or unpin: a pinned entry is never evicted, nor deleted through the API without force."""
+    entry = get_object_or_404(ModelEntry.objects.select_related("hive"), pk=pk)
+    entry.pinned = request.POST.get("pinned") == "1"
+    entry.save(update_fields=["pinned", "updated_at"])
+    messages.success(request, f"{entry.name} is {'pinned' if entry.pinned else 'no longer pinned'}.")
+    return _back_to_entry(request, entry)
+
+
+@staff_required
+@require_POST
+def model_job(request: HtmxHttpRequest, pk: int, kind: str) -> HttpResponse:
+    """Verify, repair or update the entry: a job like a download, shown on its job page."""
+    entry = get_object_or_404(ModelEntry.objects.select_related("hive"), pk=pk)
+    if kind == DownloadJob.UPDATE and not follows_moving_name(entry):
+        messages.error(request, f"{entry.reference} names a fixed revision; there is nothing to update to.")
+        return _back_to_entry(request, entry)
+    job, created = DownloadJob.submit(entry.reference, entry.hive, request.user, kind=kind, entry=entry)
+    if not created:
+        messages.info(request, f"A {job.kind} of this model is already under way; here is its job.")
+    if request.htmx:
+        return HttpResponseClientRedirect(job.get_absolute_url())
+    return HttpResponseRedirect(job.get_absolute_url(), status=303)
+
+
+@staff_required
+@require_POST
+def model_check_update(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    entry = get_object_or_404(ModelEntry.objects.select_related("hive"), pk=pk)
+    try:
+        check_update(entry)
+    except DownloadError as exc:
+        messages.error(request, f"Could not ask the source about {entry.reference}: {exc}")
+    else:
+        messages.info(request, "Update available." if entry.update_available else "Up to date.")
+    return _back_to_entry(request, entry)

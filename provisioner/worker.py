@@ -16,6 +16,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 
 from catalog.models import Hive
 from provisioner import running
+from provisioner.disks import run_periodic_checks
 from provisioner.models import this_process
 from provisioner.narration import remember_server_loop
 from provisioner.recovery import (
@@ -115,7 +116,8 @@ class WorkerStopping(KeyboardInterrupt):
 class HiveHeartbeat(threading.Thread):
     """Tells the dashboard the hive is up, and hands dead workers' jobs to live ones.
 
-    Every ``RBEE_HEARTBEAT_S``: the hive's heartbeat and free disk, then a requeue of
+    Every ``RBEE_HEARTBEAT_S``: the hive's heartbeat and free disk, the disk checks
+    that are due (update checks, verifies), then a requeue of
     its running jobs whose heartbeat stopped (a worker killed mid-download), so the
     next live worker of the hive resumes them from the bytes on disk.
     """
@@ -144,6 +146,9 @@ class HiveHeartbeat(threading.Thread):
             elif requeued := requeue_jobs(self.hive, sole_worker=False):
                 logger.warning("requeued job(s) %s of hive %s: their worker stopped heartbeating", requeued, self.hive)
             remove_orphan_partials(self.hive)
+            # Last, so a slow source never delays the requeues: the due update checks and
+            # verifies (each at most every RBEE_UPDATE_CHECK_S / RBEE_VERIFY_EVERY_S).
+            run_periodic_checks(self.hive)
         except Exception:
             logger.exception("heartbeat of hive %s failed", self.hive)
         finally:

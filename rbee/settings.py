@@ -156,6 +156,12 @@ RBEE_RETRY_BACKOFF = env_float("RBEE_RETRY_BACKOFF", 1.0)
 # Progress events per second per job (state changes are never throttled).
 RBEE_PROGRESS_EVENTS_PER_S = env_float("RBEE_PROGRESS_EVENTS_PER_S", 4.0)
 RBEE_HEARTBEAT_S = env_float("RBEE_HEARTBEAT_S", 10.0)
+# Disks: an entry used within this many seconds is never evicted to make room.
+RBEE_EVICT_MIN_IDLE_S = env_int("RBEE_EVICT_MIN_IDLE_S", 3600, minimum=0)
+# Seconds between re-hashes of every entry against its recorded sha256 (0: never).
+RBEE_VERIFY_EVERY_S = env_int("RBEE_VERIFY_EVERY_S", 0, minimum=0)
+# Seconds between asking the source whether a branch or tag moved (0: never).
+RBEE_UPDATE_CHECK_S = env_int("RBEE_UPDATE_CHECK_S", 21600, minimum=0)
 RBEE_ADMIN_PASSWORD = env_secret("RBEE_ADMIN_PASSWORD")
 
 HF_ENDPOINT = env_str("HF_ENDPOINT", "https://huggingface.co").rstrip("/")

@@ -140,7 +140,7 @@ def test_job_json_keeps_its_fields_and_says_where_the_bytes_came_from(client, be
     assert set(data) == {
         "id", "reference", "name", "hive", "hive_online", "vendor", "state", "bytes_done", "bytes_total",
         "bytes_from_origin", "bytes_from_peers", "percent", "speed_bps", "eta_s", "queue_position", "revision",
-        "error", "error_kind", "entry_id", "last_seq", "created_at", "started_at", "finished_at", "url",
+        "error", "error_kind", "entry_id", "last_seq", "created_at", "started_at", "finished_at", "url", "kind",
     }  # fmt: skip
     assert (data["bytes_from_origin"], data["bytes_from_peers"]) == (300, 0)
     assert data["percent"] == 30.0 and data["url"] == f"/jobs/{job.pk}/"

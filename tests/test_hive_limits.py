@@ -239,12 +239,20 @@ def test_the_hive_page_shows_and_saves_limits(alice_client, hive):
     assert 'name="max_bytes_per_s"' in page and 'name="download_window"' in page
 
     response = alice_client.post(
-        f"/hives/{hive.name}/", {"max_bytes_per_s": "1000000", "max_concurrent_downloads": "3", "download_window": "22:00 - 6:00"}
+        f"/hives/{hive.name}/",
+        {
+            "max_bytes_per_s": "1000000",
+            "max_concurrent_downloads": "3",
+            "download_window": "22:00 - 6:00",
+            "high_watermark_percent": "95",
+            "low_watermark_percent": "85",
+        },
     )
 
     assert response.status_code == 303
     hive.refresh_from_db()
     assert (hive.max_bytes_per_s, hive.max_concurrent_downloads, hive.download_window) == (1000000, 3, "22:00-06:00")
+    assert (hive.high_watermark_percent, hive.low_watermark_percent) == (95, 85)
     bad = alice_client.post(f"/hives/{hive.name}/", {"max_concurrent_downloads": "0", "download_window": "nope"})
     assert bad.status_code == 400 and "HH:MM-HH:MM" in bad.content.decode()
     assert "Hives" in alice_client.get("/hives/").content.decode()
