@@ -47,16 +47,19 @@ def test_it_downloads_watches_finds_and_deletes_a_model(live):
         # The bar moves without a reload: record distinct values pushed over the socket.
         page.evaluate("window.__loaded = performance.timeOrigin")
         seen: list[int] = []
+        titles: set[str] = set()
         for _ in range(400):
             value = page.get_attribute("#job-progressbar", "value")
             if value and (not seen or int(value) != seen[-1]):
                 seen.append(int(value))
+            titles.add(page.title())
             if page.locator("#job-state.succeeded").count():
                 break
             page.wait_for_timeout(25)
         assert page.evaluate("window.__loaded") is not None, "the page reloaded"
         assert len([v for v in seen if 0 < v < 6 * 1024 * 1024 + 23]) >= 2, seen
-        assert re.search(r"\d+% · browser-llama|acme/browser-llama", page.title())
+        # The tab title carries the progress while the job runs.
+        assert any(re.match(r"\d+% · .*browser-llama", title) for title in titles), titles
 
         page.wait_for_selector("#job-state.succeeded", timeout=30_000)
         assert page.locator("#job-events >> text=model_download_complete").count() == 1
