@@ -30,6 +30,11 @@ class Hive(models.Model):
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     disk_total = models.BigIntegerField(null=True, blank=True)
     disk_free = models.BigIntegerField(null=True, blank=True)
+    # Hub endpoints for this hive, tried in order (a mirror near it, then the Hub);
+    # empty: RBEE_HF_ENDPOINTS.
+    hf_endpoints = models.JSONField(default=list, blank=True, help_text="Hugging Face endpoints tried in order")
+    # As its worker last reported them: [{"name": "NVIDIA L4", "memory_mib": 23034}, …].
+    gpus = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -138,6 +143,16 @@ class Hive(models.Model):
                     continue
         return total
 
+    def hf_endpoint_list(self) -> list[str]:
+        """The Hub endpoints this hive downloads from, in the order they are tried."""
+        return [str(e).rstrip("/") for e in self.hf_endpoints or [] if str(e).strip()] or (
+            list(settings.RBEE_HF_ENDPOINTS) or [settings.HF_ENDPOINT]
+        )
+
+    def vram_bytes(self) -> int:
+        """The memory of all its GPUs together: a model split across them fits in the sum."""
+        return sum(int(g.get("memory_mib", 0)) for g in self.gpus or [] if isinstance(g, dict)) * 1024 * 1024
+
     def beat(self) -> None:
         """Record that this hive's worker is alive, with the free space on its disk."""
         self.path.mkdir(parents=True, exist_ok=True)
@@ -169,6 +184,7 @@ class ModelEntryQuerySet(models.QuerySet["ModelEntry"]):
         models_root: Path,
         files: Iterable[FileRecord],
         linked: bool = False,
+        metadata: dict[str, object] | None = None,
     ) -> ModelEntry:
         """The entry and its files in one transaction: an entry never lacks its file list."""
         files = list(files)
@@ -184,6 +200,7 @@ class ModelEntryQuerySet(models.QuerySet["ModelEntry"]):
                 size_bytes=sum(f.size_bytes for f in files),
                 file_count=len(files),
                 linked=linked,
+                metadata=metadata or {},
             )
             ModelFile.objects.bulk_create(
                 ModelFile(entry=entry, path=f.path, size_bytes=f.size_bytes, sha256=f.sha256, media_type=f.media_type)
@@ -232,6 +249,9 @@ class ModelEntry(models.Model):
     status = models.CharField(max_length=16, choices=STATUS_CHOICES, default=STATUS_READY)
     notes = models.TextField(blank=True)
     tags = models.CharField(max_length=256, blank=True, help_text="Comma-separated")
+    # What the plan read from the files' headers and config (architecture, parameters,
+    # context, quant…), kept so the entry says what it is without opening the weights.
+    metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
