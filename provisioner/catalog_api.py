@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import Query, Router, Schema
 
 from catalog.models import ModelEntry
+from provisioner.engines import engine_lines
 from provisioner.lifecycle import delete_entry
 from provisioner.references import UnsupportedReference, parse_reference
 from rbee.api import ERRORS, ErrorOut, Refusal
@@ -54,8 +56,20 @@ class EntryOut(Schema):
         return entry.get_absolute_url()
 
 
+class EngineLineOut(Schema):
+    engine: str
+    line: str
+
+
 class EntryDetailOut(EntryOut):
     files: list[FileOut]
+    # What the model is (architecture, parameters, context, quant…) and how engines run it offline.
+    metadata: dict[str, Any]
+    engines: list[EngineLineOut]
+
+    @staticmethod
+    def resolve_engines(entry: ModelEntry) -> list[dict[str, str]]:
+        return engine_lines(entry)
 
     @staticmethod
     def resolve_files(entry: ModelEntry) -> list[object]:
