@@ -153,13 +153,18 @@ class Hive(models.Model):
         """The memory of all its GPUs together: a model split across them fits in the sum."""
         return sum(int(g.get("memory_mib", 0)) for g in self.gpus or [] if isinstance(g, dict)) * 1024 * 1024
 
-    def beat(self) -> None:
-        """Record that this hive's worker is alive, with the free space on its disk."""
+    def beat(self, gpus: list[dict[str, object]] | None = None) -> None:
+        """Record that this hive's worker is alive, with the free space on its disk
+        (and its GPUs, when the worker looked them up)."""
         self.path.mkdir(parents=True, exist_ok=True)
         usage = shutil.disk_usage(self.path)
         self.last_heartbeat = timezone.now()
         self.disk_total, self.disk_free = usage.total, usage.free
-        self.save(update_fields=["last_heartbeat", "disk_total", "disk_free"])
+        fields = ["last_heartbeat", "disk_total", "disk_free"]
+        if gpus is not None:
+            self.gpus = gpus
+            fields.append("gpus")
+        self.save(update_fields=fields)
 
 
 class FileRecord(NamedTuple):

@@ -127,3 +127,20 @@ def fit_table(plan_extra: Mapping[str, Any], plan_total: int, context: int, vram
     for row in rows:
         row["chosen"] = bool(chosen) and row["quant"] == chosen
     return rows
+
+
+def hive_fit(plan_extra: Mapping[str, Any], plan_total: int, hive: Any, asked_context: object) -> dict[str, Any]:
+    """The preview's fit section for one hive: its GPUs (as reported, or looked up when
+    the hive is this machine and has not reported), the context, a row per quant."""
+    gpus = list(hive.gpus or [])
+    if not gpus and hive.is_here():
+        gpus = detect_gpus()
+    vram = sum(int(g.get("memory_mib", 0)) for g in gpus) * 1024 * 1024
+    meta = plan_extra.get("metadata") or {}
+    context = context_for(meta, asked_context)
+    return {
+        "gpus": gpus,
+        "vram": vram,
+        "context": context,
+        "rows": fit_table(plan_extra, plan_total, context, vram),
+    }

@@ -11,11 +11,13 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from accounts.auth import staff_required
 from catalog.models import Hive, ModelEntry
+from provisioner.fit import hive_fit
 from provisioner.forms import DownloadForm
 from provisioner.lifecycle import delete_entry
 from provisioner.models import Action, DownloadJob
 from provisioner.vendors import vendor_for
 from provisioner.vendors.base import DownloadError, Plan
+from provisioner.vendors.huggingface import HuggingFaceVendor
 from rbee.http import HtmxHttpRequest
 
 
@@ -68,13 +70,19 @@ def job_plan_preview(request: HtmxHttpRequest) -> HttpResponse:
         if form.is_valid() and form.reference is not None:
             vendor = vendor_for(form.reference)
             hive = form.cleaned_data["hive"]
+            if isinstance(vendor, HuggingFaceVendor):
+                vendor = HuggingFaceVendor(endpoints=hive.hf_endpoint_list())
             context.update(reference=form.reference, vendor=vendor, hive=hive)
             try:
                 plan = vendor.plan(form.reference)  # type: ignore[union-attr]
             except DownloadError as exc:
                 context["error"] = str(exc)
             else:
-                context.update(plan=plan, free=hive.usable_bytes())
+                describe = getattr(vendor, "describe", None)
+                if describe is not None:  # headers read by Range: what the model is, before a byte of weights
+                    plan.extra["metadata"] = describe(plan)
+                fit = hive_fit(plan.extra, plan.total_bytes, hive, request.POST.get("context"))
+                context.update(plan=plan, free=hive.usable_bytes(), fit=fit)
                 _remember_plan(request, hive, plan)
         else:
             context["error"] = "; ".join(str(e) for errors in form.errors.values() for e in errors)

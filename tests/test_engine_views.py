@@ -133,7 +133,7 @@ def registry():
 
 @pytest.mark.slow
 def test_it_lays_an_ollama_entry_out_as_ollamas_own_store(registry, settings, hive, alice_client):
-    from tests.gguf_files import tiny_gguf
+    from tests.model_files import tiny_gguf
 
     settings.RBEE_OLLAMA_REGISTRY = registry.url
     weights = tiny_gguf(layers=3, heads=4, kv_heads=4, embedding=32, context=2048)

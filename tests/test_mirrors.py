@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,26 +12,12 @@ from django.conf import settings
 from huggingface_hub import snapshot_download
 
 from provisioner.models import Action, DownloadJob
-from tests.helpers import blob, download, sha256
+from tests.helpers import download, sha256
+from tests.model_files import safetensors
 from tests.servers.fakehub import FakeHub
 
 CONFIG = json.dumps({"model_type": "qwen2", "num_hidden_layers": 2, "num_attention_heads": 4,
                      "num_key_value_heads": 2, "hidden_size": 64, "max_position_embeddings": 2048}).encode()  # fmt: skip
-
-
-def safetensors(tensors: dict[str, tuple[str, list[int]]], *, pad: int = 0) -> bytes:
-    """A real safetensors file: the 8-byte header length, the JSON header, zeroed data."""
-    sizes = {"F16": 2, "BF16": 2, "F32": 4}
-    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for name, (dtype, shape) in tensors.items():
-        count = sizes[dtype]
-        for d in shape:
-            count *= d
-        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + count]}
-        offset += count
-    raw = json.dumps(header).encode()
-    return struct.pack("<Q", len(raw)) + raw + bytes(offset) + blob(pad, seed=5)
 
 
 WEIGHTS = safetensors({"embed.weight": ("BF16", [128, 64]), "lm_head.weight": ("F32", [128, 64])}, pad=1024 * 1024)

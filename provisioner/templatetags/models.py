@@ -28,3 +28,21 @@ def human_count(value: Any) -> str:
         if number >= limit:
             return f"{number / limit:.3g}{suffix}"
     return f"{number:.0f}"
+
+
+#: A fit verdict's badge colour (static/rbee/rbee.css).
+_VERDICT_BADGES = {"fits": "ok", "tight": "off", "does not fit": "failed"}
+
+
+@register.filter
+def verdict_badge(verdict: str) -> str:
+    return _VERDICT_BADGES.get(verdict, "queued")
+
+
+@register.filter
+def mul_mib(mib: Any) -> int:
+    """MiB (as nvidia-smi reports memory) in bytes, for human_bytes."""
+    try:
+        return int(mib) * 1024 * 1024
+    except (TypeError, ValueError):
+        return 0

@@ -1,12 +1,17 @@
-"""Real GGUF files, written with the gguf package (tiny tensors), for the header reader."""
+"""Real model files for the header readers: GGUF written with the gguf package (tiny
+tensors), safetensors laid out by its spec."""
 
 from __future__ import annotations
 
+import json
+import struct
 import tempfile
 from pathlib import Path
 
 import gguf
 import numpy as np
+
+from tests.helpers import blob
 
 
 def tiny_gguf(
@@ -50,3 +55,18 @@ def tiny_gguf(
 
 def tiny_gguf_parameters(*, layers: int = 4, embedding: int = 64, vocabulary: int = 32) -> int:
     return vocabulary * embedding + layers * embedding * embedding
+
+
+def safetensors(tensors: dict[str, tuple[str, list[int]]], *, pad: int = 0) -> bytes:
+    """A real safetensors file: the 8-byte header length, the JSON header, zeroed data."""
+    sizes = {"F16": 2, "BF16": 2, "F32": 4}
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, (dtype, shape) in tensors.items():
+        count = sizes[dtype]
+        for d in shape:
+            count *= d
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + count]}
+        offset += count
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + bytes(offset) + blob(pad, seed=5)
