@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import time
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
@@ -13,6 +14,7 @@ from accounts.auth import staff_required
 from catalog.models import Hive, ModelEntry
 from provisioner.fit import hive_fit
 from provisioner.forms import DownloadForm
+from provisioner.hub_search import clean_page, search_models
 from provisioner.lifecycle import delete_entry
 from provisioner.models import Action, DownloadJob
 from provisioner.vendors import vendor_for
@@ -53,6 +55,28 @@ def _create_job(request: HtmxHttpRequest) -> HttpResponse:
 def job_new(request: HtmxHttpRequest) -> HttpResponse:
     form = DownloadForm(initial={"model": request.GET.get("model", "")})
     return render(request, "provisioner/job_new.html", {"form": form, "hives": Hive.objects.all()})
+
+
+@staff_required
+@require_GET
+def hub_search(request: HtmxHttpRequest) -> HttpResponse:
+    """The Hub's model search; a GET, since it asks only the configured endpoints.
+
+    htmx gets the results fragment; without JavaScript, the download page with them.
+    """
+    query = request.GET.get("q", "").strip()[:200]
+    search = search_models(
+        Hive.default().hf_endpoint_list(),
+        settings.HF_TOKEN,
+        query,
+        gguf=bool(request.GET.get("gguf")),
+        sort=request.GET.get("sort", ""),
+        page=clean_page(request.GET.get("page", "1")),
+    )
+    if request.htmx:
+        return render(request, "provisioner/hub_search.html#results", {"search": search})
+    form = DownloadForm(initial={"model": ""})
+    return render(request, "provisioner/job_new.html", {"form": form, "search": search})
 
 
 @staff_required
