@@ -8,4 +8,5 @@ from catalog.models import Hive
 @admin.register(Hive)
 class HiveAdmin(admin.ModelAdmin):
     list_display = ["name", "models_dir", "last_heartbeat", "disk_free", "disk_total"]
-    readonly_fields = ["last_heartbeat", "disk_total", "disk_free", "created_at"]
+    # GPUs are what the hive's worker reports with its heartbeat.
+    readonly_fields = ["last_heartbeat", "disk_total", "disk_free", "gpus", "created_at"]

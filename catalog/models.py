@@ -145,7 +145,8 @@ class Hive(models.Model):
 
     def hf_endpoint_list(self) -> list[str]:
         """The Hub endpoints this hive downloads from, in the order they are tried."""
-        return [str(e).rstrip("/") for e in self.hf_endpoints or [] if str(e).strip()] or (
+        listed = self.hf_endpoints if isinstance(self.hf_endpoints, list) else []
+        return [str(e).strip().rstrip("/") for e in listed if str(e).strip()] or (
             list(settings.RBEE_HF_ENDPOINTS) or [settings.HF_ENDPOINT]
         )
 
