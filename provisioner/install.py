@@ -159,6 +159,7 @@ def repair_installs(hive: Hive, *, sole_worker: bool = True) -> None:
             plan = Plan.from_json(job.plan)
             digests = {f.path: hash_file(inside(folder, f.path)).hexdigest() for f in plan.files}
             entry = _create_entry(job, plan, folder, models_dir.resolve(), digests, linked=bool(plan.extra.get("linked")))
+            engines.link_entry(entry, plan)
             logger.info("recovered catalog entry for %s at %s", job.reference, folder)
         if entry is None:
             logger.warning("removing %s: installed by a crashed job and not verifiable", folder)

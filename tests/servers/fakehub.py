@@ -886,6 +886,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default=None, help="token accepted for gated repos")
     parser.add_argument("--gated", action="append", default=[], metavar="ORG/NAME", help="mark a repo as gated")
     parser.add_argument("--lfs-threshold", type=int, default=DEFAULT_LFS_THRESHOLD)
+    parser.add_argument("--mirror", action="store_true", help="behave like a mirror (no sizes in listings, no search)")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     if not args.repo:
@@ -896,7 +897,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     file_host = FaultServer(args.host, args.file_host_port, verbose=args.verbose)
-    hub = FakeHub(args.token, file_host=file_host, host=args.host, port=args.port, verbose=args.verbose)
+    hub = FakeHub(
+        args.token, file_host=file_host, host=args.host, port=args.port, verbose=args.verbose, mirror=args.mirror
+    )
     try:
         for spec in args.repo:
             repo_id, sep, directory = spec.partition("=")
