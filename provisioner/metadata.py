@@ -17,7 +17,8 @@ import json
 import math
 import posixpath
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +35,7 @@ SAFETENSORS_MAX_HEADER_BYTES = 100_000_000
 CONFIG_MAX_BYTES = 4 * 1024 * 1024
 #: Shards whose headers are read for the parameter count (a 405B model has 191).
 MAX_SHARDS = 256
+SHARD_READERS = 8
 
 #: ``general.file_type`` values (llama.cpp's ``llama_ftype``) as the quant names the Hub uses.
 FILE_TYPES = {
@@ -154,7 +156,7 @@ def summarize_gguf(header: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if v is not None}
 
 
-def summarize_safetensors(headers: list[Mapping[str, Any]]) -> dict[str, Any]:
+def summarize_safetensors(headers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Parameter count and dtypes over every shard's JSON header."""
     parameters = 0
     dtypes: dict[str, int] = {}
@@ -284,7 +286,10 @@ def describe(paths: list[str], read: ReadPrefix) -> dict[str, Any]:
             meta.update(gguf_summary(read, weights[0]))
         shards = sorted(p for p in paths if p.endswith(".safetensors"))[:MAX_SHARDS]
         if shards and not weights:
-            meta.update(summarize_safetensors([safetensors_header(read, p) for p in shards]))
+            # A big model has dozens of shards: their headers are asked for side by side.
+            with ThreadPoolExecutor(max_workers=SHARD_READERS) as pool:
+                headers = list(pool.map(lambda p: safetensors_header(read, p), shards))
+            meta.update(summarize_safetensors(headers))
     except (DownloadError, OSError) as exc:
         meta["unread"] = str(exc)
     return meta
