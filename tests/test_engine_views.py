@@ -168,3 +168,25 @@ def test_it_lays_an_ollama_entry_out_as_ollamas_own_store(registry, settings, hi
 
     delete_entry(entry)
     assert not any(p.is_file() for p in store.rglob("*"))
+
+
+@pytest.mark.slow
+def test_it_keeps_a_blob_another_ollama_tag_still_uses(registry, settings, hive):
+    settings.RBEE_OLLAMA_REGISTRY = registry.url
+    weights = blob(64 * 1024, seed=21)
+    registry.push_ollama_model("library", "shared", "a", [(OLLAMA + "model", weights), (OLLAMA + "params", b"{}")])
+    registry.push_ollama_model("library", "shared", "b", [(OLLAMA + "model", weights), (OLLAMA + "params", b"{ }")])
+    first = download("ollama:shared:a", hive).entry
+    second = download("ollama:shared:b", hive).entry
+    store = Path(settings.RBEE_MODELS_DIR) / "ollama-store"
+    host = registry.url.removeprefix("http://")
+    weights_blob = store / "blobs" / f"sha256-{sha256(weights)}"
+
+    delete_entry(first)
+
+    assert not (store / "manifests" / host / "library" / "shared" / "a").exists()
+    assert (store / "manifests" / host / "library" / "shared" / "b").is_file()
+    assert not (store / "blobs" / f"sha256-{sha256(b'{}')}").exists()
+    assert (store / "blobs" / f"sha256-{sha256(b'{ }')}").exists()
+    # Re-pointed at the surviving entry's file: still one copy of the weights.
+    assert weights_blob.stat().st_ino == (Path(second.path) / "model.gguf").stat().st_ino
