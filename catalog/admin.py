@@ -11,4 +11,5 @@ class HiveAdmin(admin.ModelAdmin):
         "name", "models_dir", "last_heartbeat", "disk_free", "disk_total", "high_watermark_percent",
         "low_watermark_percent",
     ]  # fmt: skip
-    readonly_fields = ["last_heartbeat", "disk_total", "disk_free", "created_at"]
+    # GPUs are what the hive's worker reports with its heartbeat.
+    readonly_fields = ["last_heartbeat", "disk_total", "disk_free", "gpus", "created_at"]

@@ -76,6 +76,11 @@ class Hive(models.Model):
     low_watermark_percent = models.PositiveSmallIntegerField(
         default=80, validators=[MinValueValidator(0), MaxValueValidator(99)]
     )
+    # Hub endpoints for this hive, tried in order (a mirror near it, then the Hub);
+    # empty: RBEE_HF_ENDPOINTS.
+    hf_endpoints = models.JSONField(default=list, blank=True, help_text="Hugging Face endpoints tried in order")
+    # As its worker last reported them: [{"name": "NVIDIA L4", "memory_mib": 23034}, …].
+    gpus = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -277,13 +282,29 @@ class Hive(models.Model):
         fits = needed <= usable + freed and used_after - freed <= high
         return EvictionPlan(needed=needed, to_free=to_free, victims=victims, freed=freed, fits=fits, blocking=blocking)
 
-    def beat(self) -> None:
-        """Record that this hive's worker is alive, with the free space on its disk."""
+    def hf_endpoint_list(self) -> list[str]:
+        """The Hub endpoints this hive downloads from, in the order they are tried."""
+        listed = self.hf_endpoints if isinstance(self.hf_endpoints, list) else []
+        return [str(e).strip().rstrip("/") for e in listed if str(e).strip()] or (
+            list(settings.RBEE_HF_ENDPOINTS) or [settings.HF_ENDPOINT]
+        )
+
+    def vram_bytes(self) -> int:
+        """The memory of all its GPUs together: a model split across them fits in the sum."""
+        return sum(int(g.get("memory_mib", 0)) for g in self.gpus or [] if isinstance(g, dict)) * 1024 * 1024
+
+    def beat(self, gpus: list[dict[str, object]] | None = None) -> None:
+        """Record that this hive's worker is alive, with the free space on its disk
+        (and its GPUs, when the worker looked them up)."""
         self.path.mkdir(parents=True, exist_ok=True)
         usage = shutil.disk_usage(self.path)
         self.last_heartbeat = timezone.now()
         self.disk_total, self.disk_free = usage.total, usage.free
-        self.save(update_fields=["last_heartbeat", "disk_total", "disk_free"])
+        fields = ["last_heartbeat", "disk_total", "disk_free"]
+        if gpus is not None:
+            self.gpus = gpus
+            fields.append("gpus")
+        self.save(update_fields=fields)
 
 
 class DiskUsage(NamedTuple):
@@ -334,6 +355,7 @@ class ModelEntryQuerySet(models.QuerySet["ModelEntry"]):
         models_root: Path,
         files: Iterable[FileRecord],
         linked: bool = False,
+        metadata: dict[str, object] | None = None,
     ) -> ModelEntry:
         """The entry and its files in one transaction: an entry never lacks its file list."""
         files = list(files)
@@ -353,6 +375,7 @@ class ModelEntryQuerySet(models.QuerySet["ModelEntry"]):
                 integrity=ModelEntry.INTEGRITY_OK,
                 verified_at=timezone.now(),
                 update_checked_at=timezone.now(),
+                metadata=metadata or {},
             )
             ModelFile.objects.bulk_create(
                 ModelFile(entry=entry, path=f.path, size_bytes=f.size_bytes, sha256=f.sha256, media_type=f.media_type)
@@ -428,6 +451,9 @@ class ModelEntry(models.Model):
     update_changes = models.JSONField(default=dict, blank=True)
     update_checked_at = models.DateTimeField(null=True, blank=True)
     previous_revision = models.CharField(max_length=128, blank=True)
+    # What the plan read from the files' headers and config (architecture, parameters,
+    # context, quant…), kept so the entry says what it is without opening the weights.
+    metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

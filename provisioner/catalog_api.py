@@ -12,6 +12,7 @@ from pydantic import ConfigDict, StrictBool, field_validator
 
 from catalog.models import ModelEntry
 from provisioner.disks import check_update, follows_moving_name
+from provisioner.engines import engine_lines
 from provisioner.lifecycle import delete_entry
 from provisioner.models import DownloadJob
 from provisioner.references import UnsupportedReference, parse_reference
@@ -76,8 +77,20 @@ class EntryOut(Schema):
         return entry.get_absolute_url()
 
 
+class EngineLineOut(Schema):
+    engine: str
+    line: str
+
+
 class EntryDetailOut(EntryOut):
     files: list[FileOut]
+    # What the model is (architecture, parameters, context, quant…) and how engines run it offline.
+    metadata: dict[str, Any]
+    engines: list[EngineLineOut]
+
+    @staticmethod
+    def resolve_engines(entry: ModelEntry) -> list[dict[str, str]]:
+        return engine_lines(entry)
 
     @staticmethod
     def resolve_files(entry: ModelEntry) -> list[object]:

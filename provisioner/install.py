@@ -17,6 +17,7 @@ from pathlib import Path
 from django.db.models import Q
 
 from catalog.models import FileRecord, Hive, ModelEntry
+from provisioner import engines, metadata
 from provisioner.models import Action, DownloadJob
 from provisioner.references import Reference, parse_reference
 from provisioner.vendors.base import DownloadError, Plan, UnsafePath, inside
@@ -52,11 +53,22 @@ def install(
     os.replace(job.partial_dir, final)
     if replacing is not None:
         replacing.replace_files(revision=plan.revision, path=final, models_root=root, files=_records(plan, digests))
+        replacing.metadata = _metadata(plan, final)
+        replacing.save(update_fields=["metadata"])
         entry = replacing
     else:
         entry = _create_entry(job, plan, final, root, digests, linked=linked)
     (final / INSTALL_MARKER).unlink(missing_ok=True)
+    engines.link_entry(entry, plan)
     return entry
+
+
+def _metadata(plan: Plan, folder: Path) -> dict[str, object]:
+    """What the preview read from the source, else the same headers read from the disk."""
+    known = plan.extra.get("metadata")
+    if known:
+        return dict(known)
+    return metadata.describe([f.path for f in plan.files], metadata.local_reader(folder))
 
 
 def _records(plan: Plan, digests: dict[str, str]) -> list[FileRecord]:
@@ -76,6 +88,7 @@ def _create_entry(
         models_root=root,
         files=_records(plan, digests),
         linked=linked,
+        metadata=_metadata(plan, folder),
     )
 
 
@@ -155,6 +168,7 @@ def repair_installs(hive: Hive, *, sole_worker: bool = True) -> None:
             plan = Plan.from_json(job.plan)
             digests = {f.path: hash_file(inside(folder, f.path)).hexdigest() for f in plan.files}
             entry = _create_entry(job, plan, folder, models_dir.resolve(), digests, linked=bool(plan.extra.get("linked")))
+            engines.link_entry(entry, plan)
             logger.info("recovered catalog entry for %s at %s", job.reference, folder)
         if entry is None:
             logger.warning("removing %s: installed by a crashed job and not verifiable", folder)

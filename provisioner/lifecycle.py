@@ -12,6 +12,7 @@ from typing import Any
 from django.db import transaction
 
 from catalog.models import ModelEntry
+from provisioner import engines
 from provisioner.models import Action, DownloadJob, NarrationEvent
 
 logger = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ def delete_entry(entry: ModelEntry, by: Any = None) -> None:
     cannot be removed safely.
     """
     entry.delete_files()
+    engines.unlink_entry(entry)  # after: a refused delete leaves the engine views as they were
     human = f"🗑 Model '{entry.name}' deleted from hive '{entry.hive.name}'" + (f" by {by}" if by else "")
     fields = {"entry_id": entry.pk, "path": entry.path, "hive": entry.hive.name}
     with transaction.atomic():

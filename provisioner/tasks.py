@@ -23,6 +23,7 @@ from provisioner.references import UnsupportedReference, parse_reference
 from provisioner.running import JobCancelToken, JobProgress, JobWatcher
 from provisioner.vendors import SUPPORTED_FORMS_TEXT, vendor_for
 from provisioner.vendors.base import Cancelled, DiskFull, DownloadError, Plan, inside
+from provisioner.vendors.huggingface import HuggingFaceVendor
 from rbee.formatting import human_bytes
 
 logger = logging.getLogger(__name__)
@@ -136,6 +137,8 @@ def _download(job: DownloadJob, token: JobCancelToken) -> None:
             error_kind="unsupported",
         )
         return
+    if isinstance(vendor, HuggingFaceVendor):
+        vendor = HuggingFaceVendor(endpoints=hive.hf_endpoint_list())  # the hive's mirrors, in its order
     job.vendor = vendor.name
     job.save(update_fields=["vendor", "updated_at"])
     if not job.events.filter(action=Action.START).exists():
@@ -193,6 +196,8 @@ def _plan(job: DownloadJob, vendor: object, ref: object) -> Plan:
         job.plan, job.bytes_total, job.revision = plan.to_json(), plan.total_bytes, plan.revision
         job.save(update_fields=["plan", "bytes_total", "revision", "updated_at"])
     if not job.events.filter(action=Action.PLAN).exists():
+        for notice in plan.extra.get("notices", []):
+            job.narrate(Action.RETRY, f"🔁 {notice[:1].upper()}{notice[1:]}", level="warn", fields={"reason": notice})
         job.narrate(
             Action.PLAN,
             f"Plan: {len(plan.files)} file(s), {human_bytes(plan.total_bytes)}"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import time
 
+from django.conf import settings
 from django.contrib import messages
 from django.db.models import Count, Q, Sum
 from django.http import HttpResponse, HttpResponseRedirect
@@ -13,11 +14,14 @@ from django_htmx.http import HttpResponseClientRedirect
 from accounts.auth import staff_required
 from catalog.models import Hive, ModelEntry
 from provisioner.disks import check_update, follows_moving_name
+from provisioner.fit import hive_fit
 from provisioner.forms import DownloadForm, HiveLimitsForm
+from provisioner.hub_search import clean_page, search_models
 from provisioner.lifecycle import delete_entry
 from provisioner.models import Action, DownloadJob
 from provisioner.vendors import vendor_for
 from provisioner.vendors.base import DownloadError, Plan
+from provisioner.vendors.huggingface import HuggingFaceVendor
 from rbee.http import HtmxHttpRequest
 
 
@@ -56,6 +60,28 @@ def job_new(request: HtmxHttpRequest) -> HttpResponse:
 
 
 @staff_required
+@require_GET
+def hub_search(request: HtmxHttpRequest) -> HttpResponse:
+    """The Hub's model search; a GET, since it asks only the configured endpoints.
+
+    htmx gets the results fragment; without JavaScript, the download page with them.
+    """
+    query = request.GET.get("q", "").strip()[:200]
+    search = search_models(
+        Hive.default().hf_endpoint_list(),
+        settings.HF_TOKEN,
+        query,
+        gguf=bool(request.GET.get("gguf")),
+        sort=request.GET.get("sort", ""),
+        page=clean_page(request.GET.get("page", "1")),
+    )
+    if request.htmx:
+        return render(request, "provisioner/hub_search.html#results", {"search": search})
+    form = DownloadForm(initial={"model": ""})
+    return render(request, "provisioner/job_new.html", {"form": form, "search": search})
+
+
+@staff_required
 @require_POST
 def job_plan_preview(request: HtmxHttpRequest) -> HttpResponse:
     """What a reference would download, asked of the source as the admin types.
@@ -69,14 +95,21 @@ def job_plan_preview(request: HtmxHttpRequest) -> HttpResponse:
         form = DownloadForm({"model": text, "hive": request.POST.get("hive") or None})
         if form.is_valid() and form.reference is not None:
             vendor = vendor_for(form.reference)
+            assert vendor is not None  # the form found one
             hive = form.cleaned_data["hive"]
+            if isinstance(vendor, HuggingFaceVendor):
+                vendor = HuggingFaceVendor(endpoints=hive.hf_endpoint_list())
             context.update(reference=form.reference, vendor=vendor, hive=hive)
             try:
-                plan = vendor.plan(form.reference)  # type: ignore[union-attr]
+                plan = vendor.plan(form.reference)
             except DownloadError as exc:
                 context["error"] = str(exc)
             else:
-                context.update(plan=plan, free=hive.usable_bytes(), eviction=hive.eviction_plan(plan.total_bytes))
+                plan.extra["metadata"] = vendor.describe(plan)  # headers read by Range, before a byte of weights
+                fit = hive_fit(plan.extra, plan.total_bytes, hive, request.POST.get("context"))
+                context.update(
+                    plan=plan, free=hive.usable_bytes(), eviction=hive.eviction_plan(plan.total_bytes), fit=fit
+                )
                 _remember_plan(request, hive, plan)
         else:
             context["error"] = "; ".join(str(e) for errors in form.errors.values() for e in errors)

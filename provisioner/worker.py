@@ -17,6 +17,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 from catalog.models import Hive
 from provisioner import running
 from provisioner.disks import run_periodic_checks
+from provisioner.fit import detect_gpus
 from provisioner.models import this_process
 from provisioner.narration import remember_server_loop
 from provisioner.recovery import (
@@ -127,6 +128,7 @@ class HiveHeartbeat(threading.Thread):
         self.hive = hive
         self.embedded = embedded
         self.stopping = threading.Event()
+        self.gpus: list[dict[str, object]] | None = None  # looked up at the first beat, in this thread
 
     def run(self) -> None:
         try:
@@ -137,7 +139,9 @@ class HiveHeartbeat(threading.Thread):
 
     def beat(self) -> None:
         try:
-            self.hive.beat()
+            if self.gpus is None:
+                self.gpus = detect_gpus()
+            self.hive.beat(gpus=self.gpus)
             if self.embedded:
                 # The queue is this process's memory: jobs that reached the table from
                 # elsewhere (the command line) are sent to it here.

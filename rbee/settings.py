@@ -167,6 +167,14 @@ RBEE_ADMIN_PASSWORD = env_secret("RBEE_ADMIN_PASSWORD")
 HF_ENDPOINT = env_str("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 HF_TOKEN = env_secret("HF_TOKEN") or None
 
+# -- Mirrors, engines and fit (provisioner/vendors/huggingface.py, provisioner/engines.py) --
+# Hub endpoints tried in order when one is down (a mirror on the network, then the
+# Hub); unset: HF_ENDPOINT alone. A hive's own list (Hive.hf_endpoints) wins. Like
+# HF_ENDPOINT they are configured, hence trusted.
+RBEE_HF_ENDPOINTS = [e.rstrip("/") for e in env_list("RBEE_HF_ENDPOINTS")]
+# The GPUs of this hive when nvidia-smi is not there to ask: "2x24G", "1x80G,1x24G".
+RBEE_HIVE_GPUS = env_str("RBEE_HIVE_GPUS")
+
 # -- Where downloads may connect (provisioner/vendors/transfer.py) ----------------------
 # What admins type (URL references, ollama:HOST/… registries, and every redirect they
 # lead to) may only reach public addresses: loopback, private, link-local (cloud

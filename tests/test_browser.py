@@ -116,7 +116,7 @@ def test_the_plan_preview_offers_quants_and_the_download_uses_that_plan(live):
         page.wait_for_url(re.compile(r".*/jobs/\d+/$"))
         page.wait_for_selector("#job-state.succeeded", timeout=30_000)
         page.click("text=Open in catalog")
-        assert page.locator("text=tiny-Q4_K_M.gguf").count() == 1
+        assert page.locator("td >> text=tiny-Q4_K_M.gguf").count() == 1  # the files table (the llama.cpp line names it too)
         assert page.locator("text=tiny-Q8_0.gguf").count() == 0
 
 

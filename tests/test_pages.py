@@ -201,4 +201,7 @@ def test_a_plan_preview_post_without_the_csrf_token_is_refused(alice, hub, hive)
 
 def test_the_download_form_asks_for_its_preview_by_post(alice_client, hive):
     body = alice_client.get("/jobs/new/").content.decode()
-    assert 'hx-post="/jobs/plan/"' in body and "hx-get" not in body
+    # The preview makes the server contact a host the admin typed; only the Hub search, which asks
+    # the configured endpoints alone, is a GET.
+    assert 'hx-post="/jobs/plan/"' in body and 'hx-get="/jobs/plan/"' not in body
+    assert [url for url in re.findall(r'hx-get="([^"]+)"', body)] == ["/jobs/search/"]

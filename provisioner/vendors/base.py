@@ -178,3 +178,8 @@ class Vendor(Protocol):
     def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> FetchResult:
         """Write every planned file below dest, each verified."""
         ...
+
+    def describe(self, plan: Plan) -> dict[str, Any]:
+        """What the model is (architecture, parameters, context, quant…), from the planned
+        files' headers read without downloading the weights; {} when nothing is known."""
+        ...

@@ -20,9 +20,11 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 
+from provisioner import metadata
 from provisioner.references import FileRef, Reference
 from provisioner.vendors.base import (
     Cancelled,
@@ -169,6 +171,12 @@ class LocalVendor:
             # what fetch actually did is in its FetchResult.
             extra={"source": ref.path, "linked": all(s.device == device for s in sources)},
         )
+
+    def describe(self, plan: Plan) -> dict[str, Any]:
+        """The headers of the files to import, read in place."""
+        source = Path(str(plan.extra.get("source", "")))
+        folder = source if source.is_dir() else source.parent
+        return metadata.describe([f.path for f in plan.files], metadata.local_reader(folder))
 
     def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> FetchResult:
         """Hardlink (same filesystem) or copy each file, hashing it either way.

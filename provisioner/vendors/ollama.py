@@ -22,6 +22,7 @@ from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 
+from provisioner import metadata
 from provisioner.references import OllamaRef, Reference, is_loopback
 from provisioner.vendors import transfer
 from provisioner.vendors.base import (
@@ -304,6 +305,15 @@ class OllamaVendor:
                 digest = transfer.fetch_file(planned, dest, progress, cancelled, headers=headers, trusted=trusted)
             digests[planned.path] = digest
         return FetchResult(sha256=digests)
+
+    def describe(self, plan: Plan) -> dict[str, Any]:
+        """What the model is, from its weights layer's GGUF header, read by Range."""
+        trusted = is_configured_registry(str(plan.extra.get("registry", "")))
+        headers = {"Accept": ACCEPT}
+        if plan.extra.get("token_auth"):
+            self._refresh_token(headers, plan, trusted=trusted)
+        urls = {f.path: f.url for f in plan.files if f.path == "model.gguf"}
+        return metadata.describe(sorted(urls), metadata.remote_reader(urls, headers=headers, trusted=trusted))
 
     def _refresh_token(self, headers: dict[str, str], plan: Plan, *, trusted: bool) -> None:
         """A resumed job gets a fresh pull token: the one from plan time has expired."""

@@ -16,8 +16,10 @@ import unicodedata
 from collections.abc import Mapping
 from email.message import Message
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from provisioner import metadata
 from provisioner.references import Reference, UrlRef, is_loopback
 from provisioner.vendors import transfer
 from provisioner.vendors.base import (
@@ -157,6 +159,11 @@ class UrlVendor:
         if status == 429 or status >= 500:
             raise NetworkError(f"{url}: the server answered {status}; try again later")
         raise DownloadError(f"{url}: unexpected answer {status} from the server")
+
+    def describe(self, plan: Plan) -> dict[str, Any]:
+        """The file's header (a GGUF says what it is), read by Range like any typed URL."""
+        urls = {f.path: f.url for f in plan.files}
+        return metadata.describe(sorted(urls), metadata.remote_reader(urls, headers={}, trusted=False))
 
     def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> FetchResult:
         digests = {

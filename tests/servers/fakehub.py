@@ -16,6 +16,16 @@ real client library runs unmodified against it:
   like the real Hub. That redirect is what lets fault injection reach Hub
   downloads.
 
+* ``GET /api/models?search=&filter=&sort=&limit=`` - the model search behind
+  ``HfApi.list_models`` (substring of the repo id, tag filters, sort by downloads,
+  likes, lastModified or createdAt, newest-first, ``Link``-header pages)
+
+``FakeHub(mirror=True)`` plays a mirror that differs from the Hub the way
+self-hosted mirrors do: listings (model info and tree) carry no sizes, blob ids or
+LFS blocks; LFS files answer a *relative* redirect without ``X-Linked-*``
+headers, to bytes the mirror serves itself; every file ignores Range; and there
+is no model search (404).
+
 Errors use the Hub's ``X-Error-Code``/``X-Error-Message`` headers so the client
 raises ``RepositoryNotFoundError`` (401 when unauthenticated, like the Hub),
 ``RevisionNotFoundError``, ``EntryNotFoundError`` (``RemoteEntryNotFoundError``)
@@ -216,6 +226,12 @@ class _HubHandler(FileHandlerBase):
         if segments == ["api", "whoami-v2"]:
             self._whoami()
             return
+        if segments == ["api", "models"] and method == "GET":
+            self._search(raw_path, params)
+            return
+        if self.server.mirror and len(segments) == 2 and segments[0] == "mirror-lfs":
+            self._mirror_lfs(method, segments[1])
+            return
         if len(segments) >= 3 and segments[0] == "api" and segments[1] == "models":
             error = self.server._take_api_error() if method == "GET" else None
             if error is not None:
@@ -341,6 +357,12 @@ class _HubHandler(FileHandlerBase):
             self._send_hub_error(404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": commit.sha})
             return
         headers = {"X-Repo-Commit": commit.sha}
+        if hub_file.lfs and self.server.mirror:
+            # A relative redirect to bytes the mirror keeps itself, with none of the Hub's X-Linked-* headers.
+            location = f"/mirror-lfs/{hub_file.sha256}"
+            headers["Location"] = location
+            self.send_simple(302, f"Found. Redirecting to {location}".encode(), headers=headers)
+            return
         if hub_file.lfs:
             # The Hub answers LFS files with a redirect to its CDN; metadata rides on the redirect.
             location = self.server._lfs_location(hub_file)
@@ -357,7 +379,54 @@ class _HubHandler(FileHandlerBase):
             return
         assert hub_file.disk_path is not None and hub_file.disk_size is not None
         entry = FileEntry(path=hub_file.disk_path, size=hub_file.disk_size, etag=f'"{hub_file.blob_id}"')
+        self.server._mirror_ignores_range((repo_id, path))
         self.serve_file(method, entry, (repo_id, path), extra_headers=headers)
+
+    def _mirror_lfs(self, method: str, sha256: str) -> None:
+        hub_file = self.server._lfs_file_by_sha256(sha256)
+        if hub_file is None or hub_file.disk_path is None or hub_file.disk_size is None:
+            self.send_simple(404, b"Not Found\n")
+            return
+        self.record.file = hub_file.path
+        entry = FileEntry(path=hub_file.disk_path, size=hub_file.disk_size, etag=f'"{sha256}"')
+        key = ("mirror-lfs", sha256)
+        self.server._mirror_ignores_range(key)
+        self.serve_file(method, entry, key)
+
+    def _search(self, raw_path: str, params: dict[str, list[str]]) -> None:
+        """``HfApi.list_models``: what the Hub's search answers, one page at a time."""
+        if self.server.mirror:
+            self.send_simple(404, b"Not Found\n")
+            return
+        search = params.get("search", [""])[0].lower()
+        wanted_tags = set(params.get("filter", []))
+        sort = params.get("sort", [""])[0]
+        try:
+            limit = max(1, int(params.get("limit", ["30"])[0]))
+            cursor = max(0, int(params.get("cursor", ["0"])[0]))
+        except ValueError:
+            limit, cursor = 30, 0
+        found = []
+        for repo in self.server._all_repos():
+            if repo.private or search not in repo.repo_id.lower():
+                continue
+            head = repo.commits[repo.branches[repo.default_branch]]
+            info = self.server._model_info_json(repo, head, blobs=False, security=False)
+            if not wanted_tags <= set(info.get("tags", [])):
+                continue
+            info.pop("siblings", None)
+            info.pop("spaces", None)
+            found.append(info)
+        if sort in ("downloads", "likes", "lastModified", "createdAt"):
+            found.sort(key=lambda info: info.get(sort) or 0, reverse=True)
+        headers = {}
+        if cursor + limit < len(found):
+            query = urlencode(
+                [(k, v) for k, values in params.items() if k != "cursor" for v in values] + [("cursor", cursor + limit)]
+            )
+            host = self.headers.get("Host") or f"127.0.0.1:{self.server.port}"
+            headers["Link"] = f'<http://{host}{raw_path}?{query}>; rel="next"'
+        self._send_json(200, found[cursor : cursor + limit], headers)
 
 
 class FakeHub(ServerBase):
@@ -380,8 +449,10 @@ class FakeHub(ServerBase):
         host: str = "127.0.0.1",
         port: int = 0,
         verbose: bool = False,
+        mirror: bool = False,
     ) -> None:
         self.token = token
+        self.mirror = mirror
         self._owns_file_host = file_host is None
         self.file_host: FaultServer = file_host if file_host is not None else FaultServer(host, verbose=verbose)
         self._repos: dict[str, Repo] = {}
@@ -578,6 +649,25 @@ class FakeHub(ServerBase):
 
     # -- internals -----------------------------------------------------------------
 
+    def _all_repos(self) -> list[Repo]:
+        with self._lock:
+            return list(self._repos.values())
+
+    def _lfs_file_by_sha256(self, sha256: str) -> HubFile | None:
+        for repo in self._all_repos():
+            with self._lock:
+                commits = list(repo.commits.values())
+            for commit in commits:
+                for hub_file in commit.files.values():
+                    if hub_file.lfs and hub_file.sha256 == sha256 and hub_file.disk_path is not None:
+                        return hub_file
+        return None
+
+    def _mirror_ignores_range(self, key: tuple[str, str]) -> None:
+        """A mirror serves every file whole, Range or not (unless a test set its own fault)."""
+        if self.mirror and self._current_fault(key) is None:
+            self._store_fault(key, Fault(ignore_range=True), {})
+
     def _has_repo(self, repo_id: str) -> bool:
         with self._lock:
             return repo_id in self._repos
@@ -668,7 +758,7 @@ class FakeHub(ServerBase):
         siblings: list[dict[str, Any]] = []
         for f in files:
             sibling: dict[str, Any] = {"rfilename": f.path}
-            if blobs:
+            if blobs and not self.mirror:
                 sibling.update({"blobId": f.blob_id, "size": f.size})
                 if f.lfs:
                     sibling["lfs"] = {"sha256": f.sha256, "size": f.size, "pointerSize": f.pointer_size}
@@ -739,6 +829,9 @@ class FakeHub(ServerBase):
             entries.append(entry)
         for p in chosen_files:
             f = files[p]
+            if self.mirror:  # a mirror's listing: names only
+                entries.append({"type": "file", "path": f.path})
+                continue
             entry = {"type": "file", "oid": f.blob_id, "size": f.size, "path": f.path}
             if f.lfs:
                 entry["lfs"] = {"oid": f.sha256, "size": f.size, "pointerSize": f.pointer_size}
@@ -793,6 +886,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default=None, help="token accepted for gated repos")
     parser.add_argument("--gated", action="append", default=[], metavar="ORG/NAME", help="mark a repo as gated")
     parser.add_argument("--lfs-threshold", type=int, default=DEFAULT_LFS_THRESHOLD)
+    parser.add_argument("--mirror", action="store_true", help="behave like a mirror (no sizes in listings, no search)")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     if not args.repo:
@@ -803,7 +897,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     file_host = FaultServer(args.host, args.file_host_port, verbose=args.verbose)
-    hub = FakeHub(args.token, file_host=file_host, host=args.host, port=args.port, verbose=args.verbose)
+    hub = FakeHub(
+        args.token, file_host=file_host, host=args.host, port=args.port, verbose=args.verbose, mirror=args.mirror
+    )
     try:
         for spec in args.repo:
             repo_id, sep, directory = spec.partition("=")
