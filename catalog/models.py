@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import ClassVar, NamedTuple
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -30,6 +30,9 @@ class Hive(models.Model):
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     disk_total = models.BigIntegerField(null=True, blank=True)
     disk_free = models.BigIntegerField(null=True, blank=True)
+    # Where the hive's worker serves its verified files to the other hives (RBEE_PEER_URL);
+    # blank: it serves none (the embedded default).
+    peer_url = models.CharField(max_length=512, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -138,13 +141,18 @@ class Hive(models.Model):
                     continue
         return total
 
-    def beat(self) -> None:
-        """Record that this hive's worker is alive, with the free space on its disk."""
+    def beat(self, *, peer_url: str | None = None) -> None:
+        """Record that this hive's worker is alive, with the free space on its disk and,
+        when it serves peers, where."""
         self.path.mkdir(parents=True, exist_ok=True)
         usage = shutil.disk_usage(self.path)
         self.last_heartbeat = timezone.now()
         self.disk_total, self.disk_free = usage.total, usage.free
-        self.save(update_fields=["last_heartbeat", "disk_total", "disk_free"])
+        fields = ["last_heartbeat", "disk_total", "disk_free"]
+        if peer_url is not None:
+            self.peer_url = peer_url
+            fields.append("peer_url")
+        self.save(update_fields=fields)
 
 
 class FileRecord(NamedTuple):
@@ -232,6 +240,7 @@ class ModelEntry(models.Model):
     status = models.CharField(max_length=16, choices=STATUS_CHOICES, default=STATUS_READY)
     notes = models.TextField(blank=True)
     tags = models.CharField(max_length=256, blank=True, help_text="Comma-separated")
+    last_used_at = models.DateTimeField(null=True, blank=True, help_text="When rbee last asked for it (ensure)")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -250,6 +259,11 @@ class ModelEntry(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("model_detail", args=[self.pk])
+
+    def mark_used(self) -> None:
+        """rbee is about to load it: eviction keeps the recently used."""
+        self.last_used_at = timezone.now()
+        ModelEntry.objects.filter(pk=self.pk).update(last_used_at=self.last_used_at)
 
     @property
     def tag_list(self) -> list[str]:
@@ -335,3 +349,36 @@ class ModelFile(models.Model):
 
     def __str__(self) -> str:
         return self.path
+
+
+class FleetSecret(models.Model):
+    """The key hives sign peer requests with, when RBEE_FLEET_SECRET does not give one.
+
+    Kept in the database every hive already shares, so a fleet needs no extra setup;
+    one row, created by whichever process needs it first.
+    """
+
+    key = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return "fleet secret"  # never the key itself
+
+    @classmethod
+    def get(cls) -> str:
+        """The fleet's secret: the setting, else the stored one, else a new one stored.
+
+        Concurrent first uses race on the primary key; the loser reads the winner's row.
+        """
+        if settings.RBEE_FLEET_SECRET:
+            return str(settings.RBEE_FLEET_SECRET)
+        import secrets
+
+        row = cls.objects.filter(pk=1).first()
+        if row is None:
+            try:
+                with transaction.atomic():
+                    row = cls.objects.create(pk=1, key=secrets.token_hex(32))
+            except IntegrityError:
+                row = cls.objects.get(pk=1)
+        return row.key

@@ -11,9 +11,11 @@ from provisioner.models import DownloadJob
 
 
 def source_bytes(job: DownloadJob) -> tuple[int, int]:
-    """(bytes from the origin, bytes from peer hives). No hive serves another yet, so
-    every byte came from the origin; the fleet's peer transfers will split this."""
-    return job.bytes_done, 0
+    """(bytes from the origin, bytes from peer hives). Peers' bytes are counted as they
+    land; the origin's are recorded once the files are complete, and until then are
+    what was done less what peers served."""
+    origin = job.bytes_from_origin or max(0, job.bytes_done - job.bytes_from_peers)
+    return origin, job.bytes_from_peers
 
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
