@@ -128,3 +128,31 @@ class HiveOut(Schema):
 
 class HivesOut(Schema):
     hives: list[HiveOut]
+
+
+class EnsureIn(Schema):
+    model: str
+
+
+class EnsuredFileOut(Schema):
+    path: str
+    size: int
+    sha256: str
+
+
+class EnsuredEntryOut(Schema):
+    id: int
+    reference: str
+    revision: str
+    path: str
+    files: list[EnsuredFileOut]
+
+
+class EnsureReadyOut(Schema):
+    state: Literal["ready"]
+    entry: EnsuredEntryOut
+
+
+class EnsureProvisioningOut(Schema):
+    state: Literal["provisioning"]
+    job: JobOut
