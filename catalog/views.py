@@ -81,4 +81,7 @@ def model_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     entry = get_object_or_404(ModelEntry.objects.select_related("hive"), pk=pk)
     entry.check_files()  # files removed by hand show as missing now, not at the next restart
     job = entry.jobs.order_by("-created_at").first()
-    return render(request, "catalog/model_detail.html", {"entry": entry, "files": entry.files.all(), "job": job})
+    # The same model on the other hives of the fleet (each hive's own copy and entry).
+    holders = ModelEntry.objects.filter(reference=entry.reference).select_related("hive").order_by("hive__name")
+    context = {"entry": entry, "files": entry.files.all(), "job": job, "holders": holders}
+    return render(request, "catalog/model_detail.html", context)

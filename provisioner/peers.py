@@ -451,11 +451,3 @@ def _complete_safe(job: DownloadJob, planned: PlannedFile) -> bool:
         return _complete(inside(job.partial_dir, planned.path), planned)
     except DownloadError:
         return False
-
-
-def origin_saved_bytes() -> int:
-    """Bytes the fleet's hives took from each other instead of the origin."""
-    from django.db.models import Sum
-
-    return DownloadJob.objects.aggregate(total=Sum("bytes_from_peers"))["total"] or 0
-

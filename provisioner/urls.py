@@ -6,6 +6,7 @@ from provisioner import health, metrics, views
 
 urlpatterns = [
     path("models/<int:pk>/delete/", views.model_delete, name="model_delete"),
+    path("hives/", views.fleet_page, name="fleet"),
     path("jobs/", views.jobs, name="jobs"),
     path("jobs/new/", views.job_new, name="job_new"),
     path("jobs/plan/", views.job_plan_preview, name="job_plan_preview"),

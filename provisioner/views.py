@@ -11,6 +11,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from accounts.auth import staff_required
 from catalog.models import Hive, ModelEntry
+from provisioner import fleet
 from provisioner.forms import DownloadForm
 from provisioner.lifecycle import delete_entry
 from provisioner.models import Action, DownloadJob
@@ -152,6 +153,15 @@ def job_retry(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         else:
             messages.error(request, "This failure would only happen again; change the reference instead.")
     return _back_to_job(request, job)
+
+
+@staff_required
+@require_GET
+def fleet_page(request: HtmxHttpRequest) -> HttpResponse:
+    """Models × hives; an absent cell's "add" posts the download form for that hive."""
+    hives = list(Hive.objects.all())
+    context = {"hives": hives, "rows": fleet.matrix(hives), "saved": fleet.origin_bytes_saved()}
+    return render(request, "provisioner/fleet.html", context)
 
 
 @staff_required
