@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import connection
 
 from catalog.models import FleetSecret, Hive, ModelEntry
 from provisioner.models import Action, DownloadJob, stale_before
@@ -174,7 +174,7 @@ class _PeerHandler(BaseHTTPRequestHandler):
                 return
             self._send_file(target, head=head, limit=bandwidth_limit(hive))
         finally:
-            close_old_connections()
+            connection.close()  # each request has a thread of its own, and so a connection
 
     def _send_file(self, target: Path, *, head: bool, limit: int | None) -> None:
         with open(target, "rb") as f:
