@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import http.client
+import socket
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -156,3 +159,88 @@ def test_the_peer_server_serves_signed_ranges_and_refuses_the_rest(hives, settin
             conn.close()
     finally:
         server.stop()
+
+
+# -- fetching from peers ----------------------------------------------------------------------
+
+
+class VanishingPeer(ThreadingHTTPServer):
+    """A peer that sends the first ``cut`` bytes of a file, then closes and is gone for good."""
+
+    daemon_threads = True
+
+    def __init__(self, data: bytes, cut: int) -> None:
+        peer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[:cut])
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                threading.Thread(target=peer.vanish).start()
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def vanish(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+def test_a_peer_that_vanishes_mid_file_is_continued_from_another(hives, settings, alice):
+    from django.utils import timezone
+
+    from provisioner.peers import fetch_from_peers
+    from provisioner.running import JobCancelToken, JobProgress
+    from provisioner.vendors.base import Plan, PlannedFile
+
+    settings.RBEE_SCALED = True
+    settings.RBEE_FLEET_SECRET = SECRET
+    here, beta = hives
+    gamma = Hive.register("gamma", here.path.parent / "gamma")
+    data = blob(3 * 1024 * 1024, seed=9)
+    on_beta, on_gamma = _entry(beta, {"model.bin": data}), _entry(gamma, {"model.bin": data})
+    vanishing = VanishingPeer(data, cut=1024 * 1024)
+    serving = PeerServer(gamma, "127.0.0.1:0").start()
+    try:
+        Hive.objects.filter(pk=beta.pk).update(peer_url=f"http://127.0.0.1:{vanishing.server_address[1]}", last_heartbeat=timezone.now())
+        Hive.objects.filter(pk=gamma.pk).update(peer_url=f"http://127.0.0.1:{serving.port}", last_heartbeat=timezone.now())
+        plan = Plan("huggingface", "hf:acme/model", "a" * 40, [PlannedFile("model.bin", len(data), sha256(data))])
+        job = DownloadJob.objects.create(
+            reference="hf:acme/model", hive=here, state=DownloadJob.RUNNING, revision=plan.revision, plan=plan.to_json()
+        )
+        fetch_from_peers(job, plan, JobProgress(job, plan), JobCancelToken())
+    finally:
+        serving.stop()
+    assert (job.partial_dir / "model.bin").read_bytes() == data
+    job.refresh_from_db()
+    assert job.bytes_from_peers == len(data) - 1024 * 1024  # what gamma sent; beta's MiB stayed on disk
+    humans = list(job.events.order_by("seq").values_list("action", "human"))
+    assert (Action.RESUMED, "Resuming model.bin from 1.0 MiB already on disk") in humans
+    assert any(a == Action.SOURCE and "hive 'beta' could not serve it" in h for a, h in humans), humans
+    assert humans[-1][0] == Action.FILE_DONE
+    assert on_beta.pk != on_gamma.pk
+
+
+def test_nothing_is_taken_from_a_peer_without_a_sha256_to_check_it_against(hives, settings):
+    from django.utils import timezone
+
+    from provisioner.peers import fetch_from_peers
+    from provisioner.running import JobCancelToken, JobProgress
+    from provisioner.vendors.base import Plan, PlannedFile
+
+    settings.RBEE_SCALED = True
+    here, beta = hives
+    _entry(beta, {"config.json": b"{}"})
+    Hive.objects.filter(pk=beta.pk).update(peer_url="http://127.0.0.1:9", last_heartbeat=timezone.now())
+    plan = Plan("huggingface", "hf:acme/model", "a" * 40, [PlannedFile("config.json", 2, None)])
+    job = DownloadJob.objects.create(reference="hf:acme/model", hive=here, state=DownloadJob.RUNNING, revision="a" * 40)
+    fetch_from_peers(job, plan, JobProgress(job, plan), JobCancelToken())
+    assert not (job.partial_dir / "config.json").exists()
+    assert not job.events.exists()
