@@ -17,13 +17,13 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from provisioner.peers import sign
 from tests.helpers import blob, sha256
 from tests.live import LiveDashboard
 from tests.servers.fakehub import FakeHub
@@ -71,10 +71,10 @@ class Fleet(Cluster):
         return str(key)
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    if reason := _unreachable():
-        pytest.skip(reason)
+@contextmanager
+def running_fleet(data_dir: Path, hives: tuple[str, ...] = HIVES) -> Iterator[Fleet]:
+    """PostgreSQL database, Redis prefix, fake Hub, web process and one worker per hive; all
+    removed afterwards. Also what `make bench-fleet` runs on."""
     import psycopg
     import redis
 
@@ -84,7 +84,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         admin.execute(f'CREATE DATABASE "{database}"')
     hub = FakeHub().start()
     dashboard = LiveDashboard(
-        tmp_path_factory.mktemp("fleet"),
+        data_dir,
         env={
             "DATABASE_URL": f"{POSTGRES}/{database}",
             "REDIS_URL": REDIS,
@@ -98,10 +98,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         },
     )
     fleet = Fleet(dashboard, hub, database)
-    fleet.ports = {hive: _free_port() for hive in HIVES}
+    fleet.ports = {hive: _free_port() for hive in hives}
     try:
         dashboard.setup().start()
-        for hive in HIVES:
+        for hive in hives:
             fleet.start_hive(hive)
         yield fleet
     finally:
@@ -120,18 +120,27 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 
 
 @pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    if reason := _unreachable():
+        pytest.skip(reason)
+    with running_fleet(tmp_path_factory.mktemp("fleet")) as fleet:
+        yield fleet
+
+
+@pytest.fixture(scope="module")
 def client(fleet: Fleet) -> Iterator[httpx.Client]:
     client = fleet.dashboard.client()
     yield client
     client.close()
 
 
-def _model(fleet: Fleet, repo: str, seed: int) -> dict[str, bytes]:
-    files = {name: blob(FILE_SIZE, seed=seed + i) for i, name in enumerate(WEIGHTS)}
+def _model(fleet: Fleet, repo: str, seed: int, size: int = FILE_SIZE, origin_bps: int = ORIGIN_BPS) -> dict[str, bytes]:
+    """A repo of three weight files and a config, its weights throttled at the origin."""
+    files = {name: blob(size, seed=seed + i) for i, name in enumerate(WEIGHTS)}
     files["config.json"] = b'{"architectures": ["Fleet"]}'
     fleet.hub.add_repo(repo, files)
     for name in WEIGHTS:
-        fleet.hub.set_fault(repo, name, throttle_bps=ORIGIN_BPS)
+        fleet.hub.set_fault(repo, name, throttle_bps=origin_bps)
     return files
 
 
@@ -223,6 +232,8 @@ def test_corrupted_bytes_from_a_peer_are_caught_and_fetched_elsewhere(fleet: Fle
 
 
 def test_peer_requests_need_a_fresh_signature_and_name_only_catalog_files(fleet: Fleet, client: httpx.Client) -> None:
+    from provisioner.peers import sign
+
     files = {"model.safetensors": blob(100_000, seed=40)}
     fleet.hub.add_repo("acme/fleet-signed", files)
     [job] = _wait_all(fleet, client, fleet.place(client, "acme/fleet-signed", ("gamma",)))
