@@ -280,3 +280,12 @@ def test_ensure_provisions_then_answers_with_the_path_on_that_hive(fleet: Fleet,
     assert (folder / "model.safetensors").read_bytes() == files["model.safetensors"]
     assert not os.path.exists(fleet.models_dir("alpha") / Path(entry["path"]).relative_to(fleet.models_dir("beta")))
     assert client.post("/api/hives/nowhere/ensure/", json={"model": "acme/fleet-ensure"}).status_code == 404
+
+
+def test_files_from_peers_are_not_narrated_as_resumed(fleet: Fleet, client: httpx.Client) -> None:
+    jobs = client.get("/api/jobs/", params={"hive": "gamma"}).json()["jobs"]
+    [job] = [j for j in jobs if j["reference"] == "hf:acme/fleet-one"]
+    events = _events(client, job["id"])
+    from_peers = {e["fields"]["file"] for e in events if e["action"] == "model_download_source" and e["fields"].get("file")}
+    assert from_peers, events
+    assert not [e for e in events if e["action"] == "model_download_resumed" and e["fields"].get("file") in from_peers]
