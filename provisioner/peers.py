@@ -249,28 +249,6 @@ class PeerServer(ThreadingHTTPServer):
 # -- fetching from peers --------------------------------------------------------------------
 
 
-class _Counting:
-    """The job's progress, as seen by a transfer from a peer: forwarded as is."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-
-    def advance(self, path: str, file_bytes: int) -> None:
-        self.progress.advance(path, file_bytes)
-
-    def file_done(self, path: str, size: int, sha256: str) -> None:
-        self.progress.file_done(path, size, sha256)
-
-    def retry(self, path: str, reason: str, attempt: int, delay_s: float) -> None:
-        self.progress.retry(path, reason, attempt, delay_s)
-
-    def resumed(self, path: str, offset: int) -> None:
-        self.progress.resumed(path, offset)
-
-    def restarted(self, path: str, reason: str) -> None:
-        self.progress.restarted(path, reason)
-
-
 def _peer_hives(job: DownloadJob) -> list[Hive]:
     return [h for h in Hive.objects.exclude(pk=job.hive_id).exclude(peer_url="") if h.is_online()]
 
@@ -403,7 +381,7 @@ def _from_peer(
             label=planned.path,
             size=planned.size,
             sha256=planned.sha256,
-            progress=_Counting(progress),
+            progress=progress,
             cancelled=cancelled,
             headers={},
             trusted=True,  # a configured fleet member, on a private address by design
