@@ -10,7 +10,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # Debian packages the tests drive: a real browser and a real OCI registry.
 DEBS := chromium docker-registry
 
-.PHONY: run test test-fast worker bench deps venv migrate lint clean
+.PHONY: run test test-fast worker bench bench-fleet deps venv migrate lint clean
 
 $(VENV)/.installed: requirements.lock .python-version
 	@test -n "$(BASE_PYTHON)" || { echo "Python $(PYTHON_VERSION) not found (pyenv install $(PYTHON_VERSION))"; exit 1; }
@@ -47,6 +47,10 @@ test-fast: venv
 
 bench: venv
 	$(PY) bench/download.py
+
+# Three hives against a throttled origin (needs PostgreSQL and Redis on 127.0.0.1).
+bench-fleet: venv
+	$(PY) bench/fleet.py
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -11,7 +11,7 @@ from typing import ClassVar, NamedTuple
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
@@ -81,6 +81,9 @@ class Hive(models.Model):
     hf_endpoints = models.JSONField(default=list, blank=True, help_text="Hugging Face endpoints tried in order")
     # As its worker last reported them: [{"name": "NVIDIA L4", "memory_mib": 23034}, …].
     gpus = models.JSONField(default=list, blank=True)
+    # Where the hive's worker serves its verified files to the other hives (RBEE_PEER_URL);
+    # blank: it serves none (the embedded default).
+    peer_url = models.CharField(max_length=512, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -293,9 +296,9 @@ class Hive(models.Model):
         """The memory of all its GPUs together: a model split across them fits in the sum."""
         return sum(int(g.get("memory_mib", 0)) for g in self.gpus or [] if isinstance(g, dict)) * 1024 * 1024
 
-    def beat(self, gpus: list[dict[str, object]] | None = None) -> None:
-        """Record that this hive's worker is alive, with the free space on its disk
-        (and its GPUs, when the worker looked them up)."""
+    def beat(self, *, gpus: list[dict[str, object]] | None = None, peer_url: str | None = None) -> None:
+        """Record that this hive's worker is alive, with the free space on its disk, its
+        GPUs when the worker looked them up, and where it serves peers when it does."""
         self.path.mkdir(parents=True, exist_ok=True)
         usage = shutil.disk_usage(self.path)
         self.last_heartbeat = timezone.now()
@@ -304,6 +307,9 @@ class Hive(models.Model):
         if gpus is not None:
             self.gpus = gpus
             fields.append("gpus")
+        if peer_url is not None:
+            self.peer_url = peer_url
+            fields.append("peer_url")
         self.save(update_fields=fields)
 
 
@@ -473,6 +479,11 @@ class ModelEntry(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("model_detail", args=[self.pk])
 
+    def mark_used(self) -> None:
+        """rbee is about to load it: eviction keeps the recently used."""
+        self.last_used_at = timezone.now()
+        ModelEntry.objects.filter(pk=self.pk).update(last_used_at=self.last_used_at)
+
     @property
     def tag_list(self) -> list[str]:
         return [t.strip() for t in self.tags.split(",") if t.strip()]
@@ -484,11 +495,6 @@ class ModelEntry(models.Model):
     @property
     def update_available(self) -> bool:
         return bool(self.update_revision)
-
-    def mark_used(self) -> None:
-        """rbee is about to load the entry: it is not idle, so not evicted for a while."""
-        self.last_used_at = timezone.now()
-        ModelEntry.objects.filter(pk=self.pk).update(last_used_at=self.last_used_at)
 
     def is_being_served(self) -> bool:
         """Whether another hive is reading this entry's files from this one right now.
@@ -620,3 +626,36 @@ class ModelFile(models.Model):
 
     def __str__(self) -> str:
         return self.path
+
+
+class FleetSecret(models.Model):
+    """The key hives sign peer requests with, when RBEE_FLEET_SECRET does not give one.
+
+    Kept in the database every hive already shares, so a fleet needs no extra setup;
+    one row, created by whichever process needs it first.
+    """
+
+    key = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return "fleet secret"  # never the key itself
+
+    @classmethod
+    def get(cls) -> str:
+        """The fleet's secret: the setting, else the stored one, else a new one stored.
+
+        Concurrent first uses race on the primary key; the loser reads the winner's row.
+        """
+        if settings.RBEE_FLEET_SECRET:
+            return str(settings.RBEE_FLEET_SECRET)
+        import secrets
+
+        row = cls.objects.filter(pk=1).first()
+        if row is None:
+            try:
+                with transaction.atomic():
+                    row = cls.objects.create(pk=1, key=secrets.token_hex(32))
+            except IntegrityError:
+                row = cls.objects.get(pk=1)
+        return row.key

@@ -97,6 +97,8 @@ def model_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         # Whether the reference follows a branch or tag is the provisioner's to say.
         "follows_moving_name": entry.vendor == "ollama"
         or (entry.vendor == "huggingface" and not _pinned_to_commit(entry.reference)),
+        # The same model on the other hives of the fleet (each hive's own copy and entry).
+        "holders": ModelEntry.objects.filter(reference=entry.reference).select_related("hive").order_by("hive__name"),
     }
     return render(request, "catalog/model_detail.html", context)
 

@@ -11,7 +11,19 @@ from ninja import Query, Router, Status
 from catalog.models import Hive, ModelEntry
 from provisioner.forms import DownloadForm, HiveLimitsForm
 from provisioner.models import DownloadJob, NarrationEvent
-from provisioner.schemas import EventsOut, HiveLimitsIn, HiveOut, HivesOut, JobCreateIn, JobFilter, JobOut, JobsOut
+from provisioner.schemas import (
+    EnsureIn,
+    EnsureProvisioningOut,
+    EnsureReadyOut,
+    EventsOut,
+    HiveLimitsIn,
+    HiveOut,
+    HivesOut,
+    JobCreateIn,
+    JobFilter,
+    JobOut,
+    JobsOut,
+)
 from provisioner.stream import narration_stream, resume_point
 from rbee.api import ERRORS, ErrorOut, Refusal
 
@@ -239,6 +251,47 @@ def resume_job(request: HttpRequest, pk: int) -> DownloadJob:
 def prioritize_job(request: HttpRequest, pk: int) -> DownloadJob:
     """Moves a queued or paused job to the front of its hive's queue."""
     return _job_action(pk, "prioritize", request.user)
+@router.post(
+    "/hives/{name}/ensure/",
+    response={200: EnsureReadyOut, 202: EnsureProvisioningOut, **ERRORS},
+    tags=["hives"],
+    summary="Make sure a hive holds a model (what rbee calls before it spawns a worker)",
+)
+def ensure_model(request: HttpRequest, name: str, payload: EnsureIn) -> Status[dict[str, object]]:
+    """200 with the entry's path and files when the hive holds the model (and records the
+    use); else 202 with the download job, started (peers first) or already running.
+    Calling again is safe: it returns the same job until the entry is there. A model
+    the download form would refuse (unsupported, missing, too big for the hive) is a 400."""
+    hive = Hive.objects.filter(name=name).first()
+    if hive is None:
+        raise Http404(f"no hive {name!r}")
+    form = DownloadForm({"model": payload.model, "hive": hive.name})
+    if not form.is_valid():
+        raise Refusal(400, f"invalid request: {_summary(form)}", _errors(form))
+    reference = form.cleaned_data["model"]
+    entry = ModelEntry.objects.filter(hive=hive, reference=reference, status=ModelEntry.STATUS_READY).first()
+    if entry is not None and entry.check_files() == ModelEntry.STATUS_READY:
+        entry.mark_used()
+        files = [{"path": f.path, "size": f.size_bytes, "sha256": f.sha256} for f in entry.files.all()]
+        ready = {"id": entry.pk, "reference": entry.reference, "revision": entry.revision, "path": entry.path}
+        return Status(200, {"state": "ready", "entry": {**ready, "files": files}})
+    job = DownloadJob.objects.active().filter(hive=hive, reference=reference).select_related("hive").first()
+    if job is None:
+        # Plans the download, refusing what cannot succeed, as the download form does.
+        form = DownloadForm({"model": payload.model, "hive": hive.name}, previewed=lambda h, r: None)
+        if not form.is_valid():
+            raise Refusal(400, f"cannot provision: {_summary(form)}", _errors(form))
+        plan = form.plan.to_json() if form.plan is not None else None
+        job, _created = DownloadJob.submit(reference, hive, request.user, plan=plan)
+    return Status(202, {"state": "provisioning", "job": job})
+
+
+def _errors(form: DownloadForm) -> dict[str, list[str]]:
+    return {name: [str(e) for e in messages] for name, messages in form.errors.items()}
+
+
+def _summary(form: DownloadForm) -> str:
+    return "; ".join(" ".join(messages) for messages in _errors(form).values())
 
 
 def _hives_with_usage(hives: Any) -> list[tuple[Hive, int]]:

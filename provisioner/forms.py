@@ -21,6 +21,13 @@ class HiveChoiceField(forms.ModelChoiceField):
         return obj.name if obj.is_online() else f"{obj.name} (offline)"
 
 
+class HiveChoicesField(forms.ModelMultipleChoiceField):
+    """Several hives chosen by name, as checkboxes on the page and as a list in the API."""
+
+    def label_from_instance(self, obj: Any) -> str:
+        return obj.name if obj.is_online() else f"{obj.name} (offline)"
+
+
 class DownloadForm(forms.Form):
     model = forms.CharField(
         max_length=512,
@@ -41,6 +48,15 @@ class DownloadForm(forms.Form):
         empty_label=None,
         error_messages={"invalid_choice": "unknown hive %(value)r"},
     )
+    # The page's choice: one or more hives, or every online one at a click (all_online).
+    hives = HiveChoicesField(
+        queryset=Hive.objects.all(),
+        to_field_name="name",
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        error_messages={"invalid_choice": "unknown hive %(value)s"},
+    )
+    all_online = forms.BooleanField(required=False)
 
     def __init__(self, *args: Any, previewed: Callable[[Hive, str], Plan | None] | None = None, **kwargs: Any) -> None:
         """``previewed``: where to find the plan the admin was shown for (hive, reference);
@@ -50,6 +66,7 @@ class DownloadForm(forms.Form):
         self.plan: Plan | None = None
         self.previewed = previewed
         self.fields["hive"].initial = Hive.default().name
+        self.fields["hives"].initial = [Hive.default().name]
 
     def clean_model(self) -> str:
         text = self.cleaned_data["model"]
@@ -74,16 +91,23 @@ class DownloadForm(forms.Form):
         """Refuse what is already known to fail, with the preview's words, creating no job.
 
         The same plan the preview ran (or the previewed one itself): a missing repo,
-        a gated one without a token, unsafe file names, a plan too big for the hive.
+        a gated one without a token, unsafe file names, a plan too big for a hive.
         A passing network fault is not refused: the job retries the source itself.
+        ``targets`` in the cleaned data: the hives to place the model on.
         """
         cleaned = super().clean() or {}
+        targets = self._targets(cleaned)
+        if targets is None:
+            return cleaned
+        cleaned["targets"] = targets
         if self.previewed is None or self.reference is None or self.errors:
             return cleaned
-        hive, reference = cleaned["hive"], cleaned["model"]
-        if DownloadJob.objects.active().filter(hive=hive, reference=reference).exists():
-            return cleaned  # the running job is the answer; nothing to plan
-        plan = self.previewed(hive, reference)
+        reference = cleaned["model"]
+        busy = set(DownloadJob.objects.active().filter(hive__in=targets, reference=reference).values_list("hive", flat=True))
+        planning = [h for h in targets if h.pk not in busy]
+        if not planning:
+            return cleaned  # the running jobs are the answer; nothing to plan
+        plan = next((p for p in (self.previewed(h, reference) for h in planning) if p is not None), None)
         if plan is None:
             vendor = vendor_for(self.reference)
             assert vendor is not None  # clean_model found one
@@ -93,16 +117,31 @@ class DownloadForm(forms.Form):
                 if not exc.retryable:
                     self.add_error("model", str(exc))
                 return cleaned
-        usable = hive.usable_bytes()
-        if usable is not None and not plan.extra.get("linked") and plan.total_bytes > usable:
-            self.add_error(
-                "model",
-                f"Does not fit: {human_bytes(plan.total_bytes)} needed, {human_bytes(usable)} usable on hive "
-                f"{hive.name} (after the reserve).",
-            )
-            return cleaned
+        for hive in planning:
+            usable = hive.usable_bytes()
+            if usable is not None and not plan.extra.get("linked") and plan.total_bytes > usable:
+                self.add_error(
+                    "model",
+                    f"Does not fit: {human_bytes(plan.total_bytes)} needed, {human_bytes(usable)} usable on hive "
+                    f"{hive.name} (after the reserve).",
+                )
+                return cleaned
         self.plan = plan
         return cleaned
+
+    def _targets(self, cleaned: dict[str, Any]) -> list[Hive] | None:
+        """Every online hive, the hives ticked, or the one hive named (the API's ``hive``)."""
+        if cleaned.get("all_online"):
+            online = [h for h in Hive.objects.all() if h.is_online()]
+            if not online:
+                self.add_error("hives", "No hive is online; pick the hives to queue it on.")
+                return None
+            return online
+        if cleaned.get("hives"):
+            return list(cleaned["hives"])
+        if "hive" in cleaned and "hives" not in self.errors:
+            return [cleaned["hive"]]
+        return None
 
 
 class HiveLimitsForm(forms.ModelForm):

@@ -42,11 +42,14 @@ class CatalogCollector:
             "rbee_downloaded_bytes", "Bytes downloaded by jobs, by vendor, hive and source (origin or peer).",
             labels=["vendor", "hive", "source"],
         )
-        # Peer transfers are not built yet: every byte came from the origin.
-        rows = DownloadJob.objects.values("vendor", "hive__name").annotate(total=Sum("bytes_done"))
+        # What no peer hive served came from the origin (see schemas.source_bytes).
+        rows = DownloadJob.objects.values("vendor", "hive__name").annotate(
+            total=Sum("bytes_done"), peers=Sum("bytes_from_peers")
+        )
         for row in rows.order_by("vendor", "hive__name"):
-            metric.add_metric([row["vendor"], row["hive__name"], "origin"], row["total"] or 0)
-            metric.add_metric([row["vendor"], row["hive__name"], "peer"], 0)
+            total, peers = row["total"] or 0, row["peers"] or 0
+            metric.add_metric([row["vendor"], row["hive__name"], "origin"], max(0, total - peers))
+            metric.add_metric([row["vendor"], row["hive__name"], "peer"], peers)
         return metric
 
     def jobs(self) -> Metric:

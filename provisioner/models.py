@@ -56,6 +56,7 @@ class Action(models.TextChoices):
     REPAIR_START = "model_repair_start"
     UPDATE_AVAILABLE = "model_update_available"
     UPDATE_SWITCHED = "model_update_switched"
+    SOURCE = "model_download_source"
 
 
 def this_process() -> str:
@@ -117,6 +118,9 @@ class DownloadJob(models.Model):
     vendor = models.CharField(max_length=32, blank=True)
     bytes_done = models.BigIntegerField(default=0)
     bytes_total = models.BigIntegerField(null=True, blank=True)
+    # Where the bytes came from (see provisioner.peers): another hive of the fleet, or the source.
+    bytes_from_peers = models.BigIntegerField(default=0)
+    bytes_from_origin = models.BigIntegerField(default=0)
     speed_bps = models.FloatField(null=True, blank=True)
     plan = models.JSONField(null=True, blank=True, help_text="Files, sizes and revision, fixed before the first byte")
     revision = models.CharField(max_length=128, blank=True)
@@ -350,6 +354,16 @@ class DownloadJob(models.Model):
     def record_progress(self, bytes_done: int, speed_bps: float | None) -> None:
         self.bytes_done, self.speed_bps = bytes_done, speed_bps
         DownloadJob.objects.filter(pk=self.pk).update(bytes_done=bytes_done, speed_bps=speed_bps)
+
+    def add_source_bytes(self, *, peers: int) -> None:
+        """Count bytes a peer hive served; an UPDATE that adds, so no count is lost."""
+        DownloadJob.objects.filter(pk=self.pk).update(bytes_from_peers=F("bytes_from_peers") + peers)
+        self.refresh_from_db(fields=["bytes_from_peers"])
+
+    def record_origin_bytes(self, total: int) -> None:
+        """Once every file is on disk: what no peer served came from the origin."""
+        self.bytes_from_origin = max(0, total - self.bytes_from_peers)
+        DownloadJob.objects.filter(pk=self.pk).update(bytes_from_origin=self.bytes_from_origin)
 
     def cancel(self, by: Any = None) -> bool:
         """Cancel: a queued job on the spot, a running one by asking its process to stop.

@@ -244,6 +244,8 @@ class JobProgress:
 
     def resumed(self, path: str, offset: int) -> None:
         with self.lock:
+            if path in self.finished:
+                return  # verified already (a peer served it): the fetch only checks it again
             self.file_bytes[path] = offset
         self.job.narrate(
             Action.RESUMED,

@@ -12,9 +12,11 @@ from provisioner.models import DownloadJob
 
 
 def source_bytes(job: DownloadJob) -> tuple[int, int]:
-    """(bytes from the origin, bytes from peer hives). No hive serves another yet, so
-    every byte came from the origin; the fleet's peer transfers will split this."""
-    return job.bytes_done, 0
+    """(bytes from the origin, bytes from peer hives). Peers' bytes are counted as they
+    land; the origin's are recorded once the files are complete, and until then are
+    what was done less what peers served."""
+    origin = job.bytes_from_origin or max(0, job.bytes_done - job.bytes_from_peers)
+    return origin, job.bytes_from_peers
 
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -162,3 +164,31 @@ class HiveLimitsIn(Schema):
 
 class HivesOut(Schema):
     hives: list[HiveOut]
+
+
+class EnsureIn(Schema):
+    model: str
+
+
+class EnsuredFileOut(Schema):
+    path: str
+    size: int
+    sha256: str
+
+
+class EnsuredEntryOut(Schema):
+    id: int
+    reference: str
+    revision: str
+    path: str
+    files: list[EnsuredFileOut]
+
+
+class EnsureReadyOut(Schema):
+    state: Literal["ready"]
+    entry: EnsuredEntryOut
+
+
+class EnsureProvisioningOut(Schema):
+    state: Literal["provisioning"]
+    job: JobOut

@@ -15,7 +15,7 @@ from django.db import close_old_connections
 from django.tasks import task
 
 from catalog.models import Hive, ModelEntry
-from provisioner import running
+from provisioner import peers, running
 from provisioner.disks import link_known_files, make_room, run_entry_job
 from provisioner.install import install
 from provisioner.models import Action, DownloadJob, this_process
@@ -173,10 +173,12 @@ def _download(job: DownloadJob, token: JobCancelToken) -> None:
         )
     job.partial_dir.mkdir(parents=True, exist_ok=True)
     progress = JobProgress(job, plan, token)
+    peers.prefill(job, plan, progress, token, origin=vendor.label)
     fetched = vendor.fetch(plan, job.partial_dir, progress, token)
     if token():
         raise Cancelled()
     progress.emit()
+    job.record_origin_bytes(plan.total_bytes)
     entry = install(job, plan, ref, dict(fetched.sha256), linked=fetched.linked, replacing=existing)
     job.finish(
         DownloadJob.SUCCEEDED,

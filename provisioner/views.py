@@ -13,6 +13,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from accounts.auth import staff_required
 from catalog.models import Hive, ModelEntry
+from provisioner import fleet
 from provisioner.disks import check_update, follows_moving_name
 from provisioner.fit import hive_fit
 from provisioner.forms import DownloadForm, HiveLimitsForm
@@ -44,12 +45,27 @@ def _create_job(request: HtmxHttpRequest) -> HttpResponse:
         template = "provisioner/job_new.html#download-form" if request.htmx else "provisioner/job_new.html"
         return render(request, template, {"form": form}, status=400)
     plan = form.plan.to_json() if form.plan is not None else None
-    job, created = DownloadJob.submit(form.cleaned_data["model"], form.cleaned_data["hive"], request.user, plan=plan)
-    if not created:
-        messages.info(request, "That model is already being downloaded on this hive; here is its job.")
+    placed = [
+        DownloadJob.submit(form.cleaned_data["model"], hive, request.user, plan=plan)
+        for hive in form.cleaned_data["targets"]
+    ]
+    if len(placed) > 1:
+        # Several hives: the job list shows them all, live.
+        new = sum(created for _job, created in placed)
+        messages.success(
+            request,
+            f"Queued on {new} of {len(placed)} hives"
+            + ("; the others were already downloading it." if new < len(placed) else "."),
+        )
+        url = reverse("jobs")
+    else:
+        [(job, created)] = placed
+        if not created:
+            messages.info(request, "That model is already being downloaded on this hive; here is its job.")
+        url = job.get_absolute_url()
     if request.htmx:
-        return HttpResponseClientRedirect(job.get_absolute_url())
-    return HttpResponseRedirect(job.get_absolute_url(), status=303)
+        return HttpResponseClientRedirect(url)
+    return HttpResponseRedirect(url, status=303)
 
 
 @staff_required
@@ -92,7 +108,9 @@ def job_plan_preview(request: HtmxHttpRequest) -> HttpResponse:
     text = request.POST.get("model", "").strip()
     context: dict[str, object] = {"text": text}
     if text:
-        form = DownloadForm({"model": text, "hive": request.POST.get("hive") or None})
+        # The preview plans for the first hive chosen; the form checks the fit on each.
+        hive_name = request.POST.get("hive") or next(iter(request.POST.getlist("hives")), None)
+        form = DownloadForm({"model": text, "hive": hive_name})
         if form.is_valid() and form.reference is not None:
             vendor = vendor_for(form.reference)
             assert vendor is not None  # the form found one
@@ -231,13 +249,17 @@ def _back_to_job(request: HtmxHttpRequest, job: DownloadJob) -> HttpResponse:
 @staff_required
 @require_GET
 def hive_list(request: HtmxHttpRequest) -> HttpResponse:
+    """The hives, their limits and jobs; then the fleet as models × hives, with "add to"
+    in every cell a hive lacks the model."""
     hives = Hive.objects.annotate(
         running=Count("jobs", filter=Q(jobs__state=DownloadJob.RUNNING)),
         queued=Count("jobs", filter=Q(jobs__state=DownloadJob.QUEUED)),
         paused=Count("jobs", filter=Q(jobs__state=DownloadJob.PAUSED)),
         entries_bytes=Sum("entries__size_bytes"),
     )
-    return render(request, "provisioner/hive_list.html", {"hives": hives})
+    # The fleet under the list: models × hives, and what peers saved the origin.
+    context = {"hives": hives, "rows": fleet.matrix(list(hives)), "saved": fleet.origin_bytes_saved()}
+    return render(request, "provisioner/hive_list.html", context)
 
 
 @staff_required

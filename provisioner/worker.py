@@ -20,6 +20,7 @@ from provisioner.disks import run_periodic_checks
 from provisioner.fit import detect_gpus
 from provisioner.models import this_process
 from provisioner.narration import remember_server_loop
+from provisioner.peers import PeerServer
 from provisioner.recovery import (
     adopt_waiting_jobs,
     hand_back_jobs,
@@ -123,10 +124,11 @@ class HiveHeartbeat(threading.Thread):
     next live worker of the hive resumes them from the bytes on disk.
     """
 
-    def __init__(self, hive: Hive, *, embedded: bool = False) -> None:
+    def __init__(self, hive: Hive, *, embedded: bool = False, peer_url: str | None = None) -> None:
         super().__init__(name=f"hive-{hive.name}-heartbeat", daemon=True)
         self.hive = hive
         self.embedded = embedded
+        self.peer_url = peer_url
         self.stopping = threading.Event()
         self.gpus: list[dict[str, object]] | None = None  # looked up at the first beat, in this thread
 
@@ -141,7 +143,7 @@ class HiveHeartbeat(threading.Thread):
         try:
             if self.gpus is None:
                 self.gpus = detect_gpus()
-            self.hive.beat(gpus=self.gpus)
+            self.hive.beat(gpus=self.gpus, peer_url=self.peer_url)
             if self.embedded:
                 # The queue is this process's memory: jobs that reached the table from
                 # elsewhere (the command line) are sent to it here.
@@ -163,6 +165,21 @@ class HiveHeartbeat(threading.Thread):
         self.join(timeout=10)
 
 
+def start_peer_server(hive: Hive) -> PeerServer | None:
+    """Serve the hive's verified files to the other hives on RBEE_PEER_LISTEN.
+
+    A second worker of the same hive on the same machine finds the port taken: the
+    first one serves the same disk, so it carries on without its own server.
+    """
+    try:
+        server = PeerServer(hive, settings.RBEE_PEER_LISTEN).start()
+    except OSError as exc:
+        logger.warning("not serving peers on %s: %s", settings.RBEE_PEER_LISTEN, exc.strerror or exc)
+        return None
+    logger.info("serving hive %s's files to peers on %s as %s", hive, settings.RBEE_PEER_LISTEN, server.advertised_url())
+    return server
+
+
 def run_hive_worker(hive: Hive, *, interval: float = 1.0) -> None:
     """Consume the hive's queue with django-tasks-db's worker until SIGTERM or SIGINT.
 
@@ -179,7 +196,9 @@ def run_hive_worker(hive: Hive, *, interval: float = 1.0) -> None:
     requeued = recover_hive(hive, sole_worker=False)
     if requeued:
         logger.info("requeued %d unfinished download(s) of hive %s: %s", len(requeued), hive, requeued)
-    hive.beat()
+    peer_server = start_peer_server(hive)
+    peer_url = peer_server.advertised_url() if peer_server else None
+    hive.beat(peer_url=peer_url)
     close_old_connections()
     me = this_process()  # what DownloadJob.process says while this process runs a job
     consumer = QueueConsumer(
@@ -205,7 +224,7 @@ def run_hive_worker(hive: Hive, *, interval: float = 1.0) -> None:
         raise WorkerStopping()
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    heartbeat = HiveHeartbeat(hive)
+    heartbeat = HiveHeartbeat(hive, peer_url=peer_url)
     heartbeat.start()
     logger.info("worker %s consumes queue %r of hive %s (models in %s)", me, hive.name, hive, hive.models_dir)
     try:
@@ -223,6 +242,8 @@ def run_hive_worker(hive: Hive, *, interval: float = 1.0) -> None:
     finally:
         stopping = True  # from here on a signal means "exit now"
         heartbeat.stop()
+        if peer_server is not None:
+            peer_server.stop()
         # The interrupted connection may be mid-query: hand back on a fresh one.
         connections.close_all()
         try:

@@ -163,6 +163,14 @@ RBEE_VERIFY_EVERY_S = env_int("RBEE_VERIFY_EVERY_S", 0, minimum=0)
 # Seconds between asking the source whether a branch or tag moved (0: never).
 RBEE_UPDATE_CHECK_S = env_int("RBEE_UPDATE_CHECK_S", 21600, minimum=0)
 RBEE_ADMIN_PASSWORD = env_secret("RBEE_ADMIN_PASSWORD")
+# Fleet (scaled deployment): each hive worker serves its verified files to the other
+# hives on RBEE_PEER_LISTEN and advertises RBEE_PEER_URL with its heartbeat; requests
+# are signed with RBEE_FLEET_SECRET (unset: one generated into the shared database).
+RBEE_PEER_LISTEN = env_str("RBEE_PEER_LISTEN", "0.0.0.0:8765")
+RBEE_PEER_URL = env_str("RBEE_PEER_URL", "").rstrip("/")
+RBEE_FLEET_SECRET = env_secret("RBEE_FLEET_SECRET")
+# Seconds a follower waits for a peer that is downloading a file before asking the origin.
+RBEE_PEER_WAIT_S = env_float("RBEE_PEER_WAIT_S", 60.0)
 
 HF_ENDPOINT = env_str("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 HF_TOKEN = env_secret("HF_TOKEN") or None

@@ -164,6 +164,7 @@ def test_the_schema_is_openapi_3_and_covers_every_call(alice_client, db):
         "/api/jobs/{pk}/pause/": {"post"},
         "/api/jobs/{pk}/resume/": {"post"},
         "/api/jobs/{pk}/prioritize/": {"post"},
+        "/api/hives/{name}/ensure/": {"post"},
     } == {path: set(operations) for path, operations in schema["paths"].items()}
     assert all(op["security"] for ops in schema["paths"].values() for op in ops.values())
     assert "bytes_from_peers" in schema["components"]["schemas"]["JobOut"]["properties"]

@@ -46,7 +46,7 @@ def assert_fits_the_screen(page, path: str) -> None:
     width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
     assert width[0] <= width[1], f"{path}: the page is {width[0]} px wide on a {width[1]} px screen"
     links = page.locator("header.topbar a, header.topbar button")
-    assert links.count() == 6  # the brand, four links and the log-out button
+    assert links.count() == 7  # the brand, five links and the log-out button
     for i in range(links.count()):
         box = links.nth(i).bounding_box()
         assert links.nth(i).is_visible() and box is not None, f"{path}: header link {i} hidden"

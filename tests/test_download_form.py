@@ -95,3 +95,54 @@ def test_without_a_preview_the_job_plans_for_itself(alice_client, hub, hive):
     alice_client.post("/jobs/", {"model": "acme/moving"})
     job = wait_finished(DownloadJob.objects.get())
     assert job.revision == latest
+
+
+# -- several hives at once ----------------------------------------------------------------
+
+
+def test_it_places_the_model_on_every_hive_ticked_and_shows_the_job_list(alice_client, hive):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from catalog.models import Hive
+
+    Hive.objects.create(name="gpu-1", last_heartbeat=timezone.now() - timedelta(hours=1))
+    Hive.objects.create(name="gpu-2")
+    response = alice_client.post("/jobs/", {"model": "acme/many", "hives": ["gpu-1", "gpu-2"]})
+    assert response.status_code == 303 and response["Location"] == "/jobs/"
+    assert sorted(DownloadJob.objects.values_list("hive__name", flat=True)) == ["gpu-1", "gpu-2"]
+    again = alice_client.post("/jobs/", {"model": "acme/many", "hives": ["gpu-1", "gpu-2"]}, follow=True)
+    assert "Queued on 0 of 2 hives" in again.content.decode()
+    assert DownloadJob.objects.count() == 2
+
+
+def test_all_online_hives_is_one_click(alice_client, hive, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from catalog.models import Hive
+
+    settings.RBEE_SCALED = True
+    Hive.objects.create(name="gpu-1", last_heartbeat=timezone.now())
+    Hive.objects.create(name="gpu-2", last_heartbeat=timezone.now())
+    Hive.objects.create(name="gpu-3", last_heartbeat=timezone.now() - timedelta(hours=1))  # offline: left out
+    response = alice_client.post("/jobs/", {"model": "acme/everywhere", "all_online": "1"}, headers={"HX-Request": "true"})
+    assert response["HX-Redirect"] == "/jobs/"
+    assert sorted(DownloadJob.objects.values_list("hive__name", flat=True)) == ["gpu-1", "gpu-2"]
+
+
+def test_one_hive_ticked_goes_to_its_job(alice_client, hive):
+    from catalog.models import Hive
+
+    Hive.objects.create(name="gpu-1")
+    response = alice_client.post("/jobs/", {"model": "acme/one", "hives": ["gpu-1"]})
+    job = DownloadJob.objects.get()
+    assert job.hive.name == "gpu-1" and response["Location"] == f"/jobs/{job.pk}/"
+
+
+def test_an_unknown_hive_among_those_ticked_creates_nothing(alice_client, hive):
+    response = alice_client.post("/jobs/", {"model": "acme/none", "hives": ["local", "nowhere"]})
+    assert response.status_code == 400 and "unknown hive" in response.content.decode()
+    assert not DownloadJob.objects.exists()

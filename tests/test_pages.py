@@ -166,8 +166,9 @@ def test_the_download_form_is_rendered_from_its_fields_with_hives_by_name(alice_
     Hive.objects.create(name="gpu-2")
     body = alice_client.get("/jobs/new/").content.decode()
     assert 'name="model"' in body and 'maxlength="512"' in body
-    assert '<option value="local" selected>local</option>' in body
-    assert '<option value="gpu-2">gpu-2 (offline)</option>' in body
+    assert '<input type="checkbox" name="hives" value="local" id="id_hives_1" checked>\n local</label>' in body
+    assert '<input type="checkbox" name="hives" value="gpu-2" id="id_hives_0">\n gpu-2 (offline)</label>' in body
+    assert '<button type="submit" name="all_online" value="1">' in body
 
 
 def test_the_download_form_and_the_api_both_name_the_hive(alice_client, hive):

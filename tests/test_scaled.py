@@ -71,11 +71,13 @@ class Cluster:
     def worker_log(self, hive: str) -> Path:
         return self.dashboard.data_dir / f"worker-{hive}.log"
 
-    def start_worker(self, hive: str, timeout: float = 30) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, hive: str, timeout: float = 30, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         """`manage.py hive_worker` for the hive, back once it consumes the queue."""
         log_path = self.worker_log(hive)
         offset = log_path.stat().st_size if log_path.exists() else 0
-        env = {**self.dashboard.env, "RBEE_MODELS_DIR": str(self.models_dir(hive))}
+        env = {**self.dashboard.env, "RBEE_MODELS_DIR": str(self.models_dir(hive)), **(env or {})}
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "manage.py", "hive_worker", "--hive", hive, "--interval", "0.2"],
