@@ -20,6 +20,8 @@ from catalog.windows import DownloadWindow, InvalidWindow
 
 logger = logging.getLogger(__name__)
 
+# A peer read stamps its entry at least this often; a fresher stamp means "being read".
+SERVED_FRESH_S = 30.0
 # The embedded pool has this many threads; no hive may ask for more at once.
 MAX_CONCURRENT_DOWNLOADS = 32
 
@@ -449,6 +451,8 @@ class ModelEntry(models.Model):
     tags = models.CharField(max_length=256, blank=True, help_text="Comma-separated")
     pinned = models.BooleanField(default=False, help_text="Never evicted to make room, nor deleted without force")
     last_used_at = models.DateTimeField(null=True, blank=True, help_text="When rbee last asked for it")
+    # Stamped by the hive's peer server while another hive reads the files: never evicted then.
+    served_at = models.DateTimeField(null=True, blank=True, editable=False)
     integrity = models.CharField(max_length=16, choices=INTEGRITY_CHOICES, default=INTEGRITY_UNKNOWN)
     damaged_files = models.JSONField(default=list, blank=True, help_text="Files that failed the last verify")
     verified_at = models.DateTimeField(null=True, blank=True)
@@ -499,10 +503,13 @@ class ModelEntry(models.Model):
     def is_being_served(self) -> bool:
         """Whether another hive is reading this entry's files from this one right now.
 
-        Eviction skips such an entry. No hive serves another yet, so nothing is; the
-        fleet's peer transfers answer this from their open reads.
+        Eviction skips such an entry. The peer server stamps ``served_at`` while it sends
+        (at least every ``SERVED_FRESH_S / 3``), so a stamp this fresh is a read in flight.
         """
-        return False
+        return self.served_at is not None and timezone.now() - self.served_at < timedelta(seconds=SERVED_FRESH_S)
+
+    def mark_served(self) -> None:
+        ModelEntry.objects.filter(pk=self.pk).update(served_at=timezone.now())
 
     def file_inodes(self) -> list[tuple[tuple[int, int], int, int]]:
         """(inode, size, link count) of every file present, where this process sees the disk.

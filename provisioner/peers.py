@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from django.conf import settings
 from django.db import connection
 
-from catalog.models import FleetSecret, Hive, ModelEntry
+from catalog.models import SERVED_FRESH_S, FleetSecret, Hive, ModelEntry
 from provisioner import bandwidth
 from provisioner.models import Action, DownloadJob, stale_before
 from provisioner.vendors import transfer
@@ -131,6 +131,13 @@ def resolve(hive: Hive, path: str) -> Path | None:
     return target if target.is_file() else None
 
 
+def _entry_named(hive: Hive, path: str) -> ModelEntry | None:
+    match = _PEER_PATH.match(path)
+    if match is None or match[1] != "entry":
+        return None
+    return ModelEntry.objects.filter(pk=int(match[2]), hive=hive).first()
+
+
 def bandwidth_limit(hive: Hive) -> int | None:
     """Bytes per second this hive may send to peers: the hive's own limit where one is set.
 
@@ -172,11 +179,19 @@ class _PeerHandler(BaseHTTPRequestHandler):
             if target is None:
                 self._refuse(HTTPStatus.NOT_FOUND, "not a verified file of this hive's catalog")
                 return
-            self._send_file(target, head=head, limiter=bandwidth.for_hive(hive) if bandwidth_limit(hive) else None)
+            entry = _entry_named(hive, urlsplit(self.path).path)
+            self._send_file(
+                target,
+                head=head,
+                limiter=bandwidth.for_hive(hive) if bandwidth_limit(hive) else None,
+                entry=entry,
+            )
         finally:
             connection.close()  # each request has a thread of its own, and so a connection
 
-    def _send_file(self, target: Path, *, head: bool, limiter: bandwidth.HiveBandwidth | None) -> None:
+    def _send_file(
+        self, target: Path, *, head: bool, limiter: bandwidth.HiveBandwidth | None, entry: ModelEntry | None = None
+    ) -> None:
         with open(target, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             start, end = 0, size - 1
@@ -203,8 +218,11 @@ class _PeerHandler(BaseHTTPRequestHandler):
             if head or not length:
                 return
             self.wfile.flush()
-            sent = 0
+            sent, stamped = 0, 0.0
             while sent < length:
+                if entry is not None and time.monotonic() - stamped > SERVED_FRESH_S / 3:
+                    entry.mark_served()  # eviction leaves an entry alone while a peer reads it
+                    stamped = time.monotonic()
                 n = os.sendfile(self.connection.fileno(), f.fileno(), start + sent, min(SEND_BLOCK, length - sent))
                 if n == 0:
                     break

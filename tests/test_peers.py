@@ -161,6 +161,26 @@ def test_the_peer_server_serves_signed_ranges_and_refuses_the_rest(hives, settin
         server.stop()
 
 
+def test_an_entry_a_peer_reads_is_never_evicted(hives, settings):
+    settings.RBEE_FLEET_SECRET = SECRET
+    settings.RBEE_EVICT_MIN_IDLE_S = 0  # idle enough to go, were it not being read
+    here, _other = hives
+    entry = _entry(here, {"model.bin": blob(64 * 1024, seed=5)})
+    assert not entry.is_being_served()
+    server = PeerServer(here, "127.0.0.1:0").start()
+    try:
+        path = file_path("entry", entry.pk, "model.bin")
+        assert httpx.get(f"http://127.0.0.1:{server.port}" + sign(SECRET, "GET", path)).status_code == 200
+    finally:
+        server.stop()
+    entry.refresh_from_db()
+
+    assert entry.is_being_served()
+    plan = here.eviction_plan(10**18)  # room no disk has: every entry would have to go
+    assert entry not in plan.victims
+    assert (entry, "being read by another hive") in plan.blocking
+
+
 # -- fetching from peers ----------------------------------------------------------------------
 
 
