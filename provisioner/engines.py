@@ -21,7 +21,6 @@ install or the delete it follows.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -34,6 +33,7 @@ from django.conf import settings
 from catalog.models import ModelEntry
 from provisioner.references import HuggingFaceRef, OllamaRef, UnsupportedReference, parse_reference
 from provisioner.vendors.base import Plan, inside
+from provisioner.vendors.huggingface import git_blob_id
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +54,6 @@ def ollama_store_dir(root: Path) -> Path:
 
 def hf_repo_dir(root: Path, repo_id: str) -> Path:
     return hf_cache_dir(root) / ("models--" + repo_id.replace("/", "--"))
-
-
-def _git_blob_id(path: Path) -> str:
-    hasher = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
-    with open(path, "rb") as f:
-        while block := f.read(1024 * 1024):
-            hasher.update(block)
-    return hasher.hexdigest()
 
 
 def _place_blob(blob: Path, source: Path, *, replace: bool = False) -> None:
@@ -107,7 +99,7 @@ def _hf_etags(entry: ModelEntry, plan: Plan) -> dict[str, str]:
     folder = Path(entry.path)
     etags = {}
     for planned in plan.files:
-        etag = planned.sha256 or blob_ids.get(planned.path) or _git_blob_id(inside(folder, planned.path))
+        etag = planned.sha256 or blob_ids.get(planned.path) or git_blob_id(inside(folder, planned.path))
         etags[planned.path] = etag
     return etags
 

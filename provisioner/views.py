@@ -208,32 +208,22 @@ def model_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return HttpResponseRedirect(reverse("model_list"), status=303)
 
 
-@staff_required
-@require_POST
-def job_pause(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    """Stop and keep the bytes: the hive's slot goes to the next job."""
-    job = _get_job_or_404(request, pk)
-    if not job.pause(by=request.user):
-        messages.error(request, f"Job #{job.pk} is {job.state}; only a queued or running job can be paused.")
-    return _back_to_job(request, job)
+# What each job button does, and when the job's state forbids it.
+JOB_ACTIONS = {
+    "pause": ("a queued or running job can be paused", DownloadJob.pause),
+    "resume": ("a paused job can be resumed", DownloadJob.resume),
+    "prioritize": ("a queued or paused job can move up", DownloadJob.prioritize),
+}
 
 
 @staff_required
 @require_POST
-def job_resume(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+def job_action(request: HtmxHttpRequest, pk: int, action: str) -> HttpResponse:
+    """Pause (keep the bytes, free the slot), resume, or move to the front of the queue."""
     job = _get_job_or_404(request, pk)
-    if not job.resume(by=request.user):
-        messages.error(request, f"Job #{job.pk} is {job.state}; only a paused job can be resumed.")
-    return _back_to_job(request, job)
-
-
-@staff_required
-@require_POST
-def job_prioritize(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    """Move a waiting job to the front of its hive's queue."""
-    job = _get_job_or_404(request, pk)
-    if not job.prioritize(by=request.user):
-        messages.error(request, f"Job #{job.pk} is {job.state}; only a queued or paused job can move up.")
+    allowed, method = JOB_ACTIONS[action]
+    if not method(job, by=request.user):
+        messages.error(request, f"Job #{job.pk} is {job.state}; only {allowed}.")
     return _back_to_job(request, job)
 
 

@@ -329,13 +329,13 @@ class HuggingFaceVendor:
 
 def _matches_blob_id(expected: str) -> transfer.Verify:
     def verify(path: Path) -> str | None:
-        actual = _git_blob_id(path)
+        actual = git_blob_id(path)
         return None if actual == expected else f"git blob id is {actual}, the Hub's is {expected}"
 
     return verify
 
 
-def _git_blob_id(path: Path) -> str:
+def git_blob_id(path: Path) -> str:
     """Git's object id of a file: sha1 of "blob <size>\\0" and the content."""
     hasher = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
     with open(path, "rb") as f:
