@@ -6,15 +6,19 @@ the middle of a download, the benchmark.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -46,8 +50,15 @@ def wait_until_serving(
 
 
 class LiveDashboard:
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        daphne_args: tuple[str, ...] = (),
+    ) -> None:
         self.data_dir = Path(data_dir)
+        self.daphne_args = daphne_args
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -89,7 +100,7 @@ class LiveDashboard:
     def start(self, timeout: float = 30.0) -> LiveDashboard:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "rbee.asgi:application"],
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), *self.daphne_args, "rbee.asgi:application"],
             cwd=ROOT,
             env=self.env,
             stdout=log,
@@ -142,3 +153,74 @@ class LiveDashboard:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class RawWebSocket:
+    """Just enough RFC 6455 to read what the dashboard pushes, as a browser would."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        parts = urlsplit(url)
+        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
+        self.buffer = b""
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = [
+            f"GET {parts.path}{'?' + parts.query if parts.query else ''} HTTP/1.1",
+            f"Host: {parts.netloc}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {key}",
+            "Sec-WebSocket-Version: 13",
+            *(f"{name}: {value}" for name, value in headers.items()),
+        ]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        while b"\r\n\r\n" not in self.buffer:
+            self._fill()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        status = head.split(b"\r\n", 1)[0]
+        if b" 101 " not in status:
+            raise ConnectionError(f"handshake refused: {status!r}")
+        accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+        assert accept in head
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("socket closed")
+        self.buffer += chunk
+
+    def _take(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            self._fill()
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    def receive(self, timeout: float) -> str | None:
+        """The next text message, or None when nothing came within ``timeout``."""
+        message = b""
+        while True:
+            if not self.buffer:
+                self.sock.settimeout(timeout)
+                try:
+                    self._fill()
+                except TimeoutError:
+                    return None
+                finally:
+                    self.sock.settimeout(10)
+            first, second = self._take(2)
+            length = second & 0x7F
+            if length == 126:
+                (length,) = struct.unpack("!H", self._take(2))
+            elif length == 127:
+                (length,) = struct.unpack("!Q", self._take(8))
+            payload = self._take(length)
+            opcode = first & 0x0F
+            if opcode == 0x8:
+                raise ConnectionError(f"closed by the server: {payload!r}")
+            if opcode in (0x9, 0xA):
+                continue  # pings do not matter for a test this short
+            message += payload
+            if first & 0x80:
+                return message.decode()
+
+    def close(self) -> None:
+        self.sock.close()

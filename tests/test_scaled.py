@@ -9,14 +9,10 @@ them. These tests skip only when PostgreSQL or Redis cannot be reached (at
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import re
 import secrets
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import time
@@ -24,13 +20,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from tests.helpers import blob, files_below, sha256
-from tests.live import ROOT, LiveDashboard
+from tests.live import ROOT, LiveDashboard, RawWebSocket
 from tests.servers.fakehub import FakeHub
 
 pytestmark = [pytest.mark.scaled, pytest.mark.slow]
@@ -228,77 +223,6 @@ def test_it_downloads_on_the_hive_the_job_names(cluster: Cluster, client: httpx.
             str(job["id"]),
         )
         assert queue == hive and workers[0].startswith(f"{hive}@")
-
-
-class RawWebSocket:
-    """Just enough RFC 6455 to read what the dashboard pushes, as a browser would."""
-
-    def __init__(self, url: str, headers: dict[str, str]) -> None:
-        parts = urlsplit(url)
-        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
-        self.buffer = b""
-        key = base64.b64encode(os.urandom(16)).decode()
-        lines = [
-            f"GET {parts.path}{'?' + parts.query if parts.query else ''} HTTP/1.1",
-            f"Host: {parts.netloc}",
-            "Upgrade: websocket",
-            "Connection: Upgrade",
-            f"Sec-WebSocket-Key: {key}",
-            "Sec-WebSocket-Version: 13",
-            *(f"{name}: {value}" for name, value in headers.items()),
-        ]
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        while b"\r\n\r\n" not in self.buffer:
-            self._fill()
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        status = head.split(b"\r\n", 1)[0]
-        if b" 101 " not in status:
-            raise ConnectionError(f"handshake refused: {status!r}")
-        accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
-        assert accept in head
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("socket closed")
-        self.buffer += chunk
-
-    def _take(self, n: int) -> bytes:
-        while len(self.buffer) < n:
-            self._fill()
-        data, self.buffer = self.buffer[:n], self.buffer[n:]
-        return data
-
-    def receive(self, timeout: float) -> str | None:
-        """The next text message, or None when nothing came within ``timeout``."""
-        message = b""
-        while True:
-            if not self.buffer:
-                self.sock.settimeout(timeout)
-                try:
-                    self._fill()
-                except TimeoutError:
-                    return None
-                finally:
-                    self.sock.settimeout(10)
-            first, second = self._take(2)
-            length = second & 0x7F
-            if length == 126:
-                (length,) = struct.unpack("!H", self._take(2))
-            elif length == 127:
-                (length,) = struct.unpack("!Q", self._take(8))
-            payload = self._take(length)
-            opcode = first & 0x0F
-            if opcode == 0x8:
-                raise ConnectionError(f"closed by the server: {payload!r}")
-            if opcode in (0x9, 0xA):
-                continue  # pings do not matter for a test this short
-            message += payload
-            if first & 0x80:
-                return message.decode()
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def _seqs(message: str) -> list[int]:
