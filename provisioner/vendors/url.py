@@ -159,8 +159,5 @@ class UrlVendor:
         raise DownloadError(f"{url}: unexpected answer {status} from the server")
 
     def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> FetchResult:
-        digests = {
-            f.path: transfer.fetch_file(f, dest, progress, cancelled, trusted=False, refuse_html=True)
-            for f in plan.files
-        }
+        digests = transfer.fetch_files(plan.files, dest, progress, cancelled, trusted=False, refuse_html=True)
         return FetchResult(sha256=digests)
