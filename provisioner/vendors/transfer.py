@@ -837,6 +837,12 @@ MAX_CHANGES = 3
 #: At most this many pieces per file, so the state stays small for a huge file.
 MAX_PIECES = 1024
 PIECE_MIN = 64 * 1024
+#: A file starts on one connection and opens the others once a connection proves slower
+#: than this over its first JUDGE_S: a throttled origin gets all of RBEE_CONNECTIONS, a fast
+#: one is not split for nothing (on loopback, eight streams cost twice the kernel time of
+#: one, for no more speed).
+FAST_CONNECTION_BPS = 100_000_000
+JUDGE_S = 0.25
 
 
 class _RangeIgnored(Exception):
@@ -986,6 +992,7 @@ class _PartedFile:
         self.failure: BaseException | None = None
         self.retry_told = 0.0
         self.fd = -1
+        self.workers: list[threading.Thread] = []
         self.stop = _Stop(cancelled)
         self.progressed = threading.Event()
 
@@ -1091,14 +1098,11 @@ class _PartedFile:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise _disk_error(exc, self.label) from None
-        workers: list[threading.Thread] = []
+        self.workers = []
         try:
             if os.fstat(self.fd).st_size != self.size:
                 os.ftruncate(self.fd, self.size)
-            for n in range(min(_part_count(self.size), sum(not p.taken for p in self.pieces))):
-                worker = threading.Thread(target=self._work, name=f"part-{n}", daemon=True)
-                worker.start()
-                workers.append(worker)
+            self._grow(1)
             hexdigest = self._hash_while_fetching()
         except OSError as exc:
             self._fail(_disk_error(exc, self.label))
@@ -1106,8 +1110,11 @@ class _PartedFile:
         finally:
             if self.failure is not None:
                 self.stop.set()
-            for worker in workers:
-                worker.join()
+            joined = 0
+            while batch := self.workers[joined:]:  # a worker may have added another meanwhile
+                for worker in batch:
+                    worker.join()
+                joined += len(batch)
             self.stop.close()
             os.close(self.fd)
             self._save()
@@ -1116,6 +1123,19 @@ class _PartedFile:
         if self.cancelled():
             raise Cancelled()
         return hexdigest
+
+    def _grow(self, wanted: int) -> None:
+        """Up to ``wanted`` connections for this file, as far as it has pieces nobody has taken."""
+        started = []
+        with self.lock:
+            untaken = sum(not p.taken for p in self.pieces)
+            room = min(wanted, _part_count(self.size)) - len(self.workers)
+            for _ in range(0 if self.stop() else min(room, untaken)):
+                worker = threading.Thread(target=self._work, name=f"part-{len(self.workers)}", daemon=True)
+                self.workers.append(worker)
+                started.append(worker)
+        for worker in started:
+            worker.start()
 
     def _fail(self, exc: BaseException) -> None:
         with self.lock:
@@ -1274,6 +1294,7 @@ class _PartedFile:
         fp = response.resp.fp if length is not None and not response.resp.chunked else None
         resp = response.resp
         fill, flushed_at = 0, time.monotonic()
+        began, received, judged = flushed_at, 0, False
 
         def flush() -> None:
             nonlocal fill, flushed_at
@@ -1303,8 +1324,13 @@ class _PartedFile:
                     break
                 fill += n
                 remaining -= n
+                received += n
                 if self.stop():
                     raise Cancelled()
+                if not judged and (time.monotonic() - began >= JUDGE_S or not remaining):
+                    judged = True
+                    if received < FAST_CONNECTION_BPS * (time.monotonic() - began):
+                        self._grow(settings.RBEE_CONNECTIONS)
                 if fill == WRITE_BLOCK or time.monotonic() - flushed_at >= FLUSH_S:
                     flush()
         finally:
