@@ -34,6 +34,7 @@ import http.client
 import ipaddress
 import json
 import logging
+import mmap
 import os
 import re
 import socket
@@ -837,12 +838,15 @@ MAX_CHANGES = 3
 #: At most this many pieces per file, so the state stays small for a huge file.
 MAX_PIECES = 1024
 PIECE_MIN = 64 * 1024
-#: A file starts on one connection and opens the others once a connection proves slower
-#: than this over its first JUDGE_S: a throttled origin gets all of RBEE_CONNECTIONS, a fast
-#: one is not split for nothing (on loopback, eight streams cost twice the kernel time of
-#: one, for no more speed).
+#: A file starts on one connection and tries all of RBEE_CONNECTIONS once a connection
+#: proves slower than this over its first JUDGE_S; they stay if the file's rate over the
+#: next WEIGH_S rose by half, else it goes back to one. A per-connection throttled origin
+#: gets every connection; a fast origin, or a machine too busy to go faster, is not split
+#: for nothing (on loopback, eight streams cost twice the kernel time of one).
 FAST_CONNECTION_BPS = 100_000_000
 JUDGE_S = 0.25
+#: How long all connections run before their rate decides whether they stay.
+WEIGH_S = 0.5
 
 
 class _RangeIgnored(Exception):
@@ -872,13 +876,13 @@ class _Stop:
 
     def wait(self, seconds: float) -> bool:
         """The job's token waits (it may end the wait for reasons of its own); our stop ends it too."""
-        deadline = time.monotonic() + seconds
+        deadline, remaining = time.monotonic() + seconds, seconds
         while not self._event.is_set():
-            remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
             if self._parent.wait(min(remaining, 0.25)):
                 return True
+            remaining = deadline - time.monotonic()
         return True
 
     def set(self) -> None:
@@ -993,6 +997,12 @@ class _PartedFile:
         self.retry_told = 0.0
         self.fd = -1
         self.workers: list[threading.Thread] = []
+        self.active = self.wanted = 0
+        #: Widening: "single" until a connection proves slow, then "trying" all connections
+        #: until a window shows whether they pay (kept) or not (reverted to one).
+        self.widening = "single"
+        self.rate_before = 0.0
+        self.tried_at = 0.0
         self.stop = _Stop(cancelled)
         self.progressed = threading.Event()
 
@@ -1099,6 +1109,8 @@ class _PartedFile:
         except OSError as exc:
             raise _disk_error(exc, self.label) from None
         self.workers = []
+        self.active = self.wanted = 0
+        self.widening = "single"
         try:
             if os.fstat(self.fd).st_size != self.size:
                 os.ftruncate(self.fd, self.size)
@@ -1128,14 +1140,46 @@ class _PartedFile:
         """Up to ``wanted`` connections for this file, as far as it has pieces nobody has taken."""
         started = []
         with self.lock:
+            self.wanted = min(wanted, _part_count(self.size))
             untaken = sum(not p.taken for p in self.pieces)
-            room = min(wanted, _part_count(self.size)) - len(self.workers)
-            for _ in range(0 if self.stop() else min(room, untaken)):
+            for _ in range(0 if self.stop() else min(self.wanted - self.active, untaken)):
                 worker = threading.Thread(target=self._work, name=f"part-{len(self.workers)}", daemon=True)
                 self.workers.append(worker)
+                self.active += 1
                 started.append(worker)
         for worker in started:
             worker.start()
+
+    def _judge(self, rate: float) -> None:
+        """A connection's speed over its first moments: a slow one has every connection tried."""
+        with self.lock:
+            if self.widening != "single" or rate >= FAST_CONNECTION_BPS:
+                return
+            self.widening = "trying"
+            self.rate_before = rate * self.active
+            self.tried_at = time.monotonic()
+        self._grow(settings.RBEE_CONNECTIONS)
+
+    def _weigh(self, done: int, since: list[float]) -> None:
+        """Keep the extra connections if they raised the file's rate by half, else go back to one.
+
+        A slow connection may be the origin's limit (more connections multiply the rate)
+        or a busy machine's (more connections only cost CPU): the rate decides which.
+        """
+        now = time.monotonic()
+        if self.widening != "trying" or now - self.tried_at < JUDGE_S:
+            return
+        if not since:
+            since += [now, done]  # the new connections have started: measure from here
+            return
+        if now - since[0] < WEIGH_S:
+            return
+        rate = (done - since[1]) / (now - since[0])
+        with self.lock:
+            if rate >= 1.5 * self.rate_before:
+                self.widening = "kept"
+            else:
+                self.widening, self.wanted = "reverted", 1
 
     def _fail(self, exc: BaseException) -> None:
         with self.lock:
@@ -1152,11 +1196,21 @@ class _PartedFile:
 
     def _hash_while_fetching(self) -> str:
         hasher = hashlib.sha256()
+        memory = mmap.mmap(-1, HASH_BLOCK)
+        block = memoryview(memory)
+        try:
+            return self._hash_into(hasher, block)
+        finally:
+            block.release()
+            memory.close()
+
+    def _hash_into(self, hasher: hashlib._Hash, block: memoryview) -> str:
         hashed = 0
-        block = memoryview(bytearray(HASH_BLOCK))
         saved_at = time.monotonic()
+        window: list[float] = []
         while not self.stop():
             self.progressed.clear()
+            self._weigh(self.done, window)
             prefix = self._prefix()
             while hashed < prefix and not self.stop():
                 n = os.preadv(self.fd, [block[: min(HASH_BLOCK, prefix - hashed)]], hashed)
@@ -1174,6 +1228,8 @@ class _PartedFile:
 
     def _take(self) -> _Piece | None:
         with self.lock:
+            if self.active > self.wanted:
+                return None  # the extra connections did not pay: this one ends
             for piece in self.pieces:
                 if not piece.taken:
                     piece.taken = True
@@ -1182,12 +1238,21 @@ class _PartedFile:
 
     def _work(self) -> None:
         """One connection's worth of work: the next piece in file order, until none is left."""
-        buffer = memoryview(bytearray(WRITE_BLOCK))
+        # Mapped, not malloc'd: a short-lived thread's 1 MiB would stay in its malloc arena
+        # after it ends, and the server's memory would creep up download after download.
+        memory = mmap.mmap(-1, WRITE_BLOCK)
+        buffer = memoryview(memory)
         try:
             while (piece := self._take()) is not None:
                 self._fetch_piece(piece, buffer)
         except BaseException as exc:
             self._fail(exc)
+        finally:
+            with self.lock:
+                self.active -= 1
+            buffer.release()
+            with contextlib.suppress(BufferError):  # a slice still held by a traceback: unmapped with it
+                memory.close()
 
     def _fetch_piece(self, piece: _Piece, buffer: memoryview) -> None:
         attempts = 0
@@ -1329,8 +1394,7 @@ class _PartedFile:
                     raise Cancelled()
                 if not judged and (time.monotonic() - began >= JUDGE_S or not remaining):
                     judged = True
-                    if received < FAST_CONNECTION_BPS * (time.monotonic() - began):
-                        self._grow(settings.RBEE_CONNECTIONS)
+                    self._judge(received / max(time.monotonic() - began, 1e-6))
                 if fill == WRITE_BLOCK or time.monotonic() - flushed_at >= FLUSH_S:
                     flush()
         finally:
