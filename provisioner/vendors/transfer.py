@@ -541,7 +541,10 @@ def _fetch_one(
         "slots": slots,
     }
     if _part_count(planned.size) < 2:
-        target.with_name(target.name + PARTS_SUFFIX).unlink(missing_ok=True)
+        state = target.with_name(target.name + PARTS_SUFFIX)
+        if state.exists():  # pieces from a run with other settings: the sparse file's size means nothing
+            target.unlink(missing_ok=True)
+            state.unlink()
         return download(planned.url, target, **args)
     try:
         return _PartedFile(planned.url, target, **args).run()
@@ -838,11 +841,9 @@ MAX_CHANGES = 3
 #: At most this many pieces per file, so the state stays small for a huge file.
 MAX_PIECES = 1024
 PIECE_MIN = 64 * 1024
-#: A file starts on one connection and tries all of RBEE_CONNECTIONS once a connection
-#: proves slower than this over its first JUDGE_S; they stay if the file's rate over the
-#: next WEIGH_S rose by half, else it goes back to one. A per-connection throttled origin
-#: gets every connection; a fast origin, or a machine too busy to go faster, is not split
-#: for nothing (on loopback, eight streams cost twice the kernel time of one).
+#: When big files use all of RBEE_CONNECTIONS (see _Connections): a per-connection throttled
+#: origin gets them all at once; a fast origin, or a machine too busy to go faster, is not
+#: split for nothing (on loopback, eight streams cost twice the kernel time of one).
 FAST_CONNECTION_BPS = 100_000_000
 JUDGE_S = 0.25
 #: How long all connections run before their rate decides whether they stay.
@@ -916,20 +917,70 @@ class _Stop:
 
 
 class _Connections:
-    """The connections one job may have open at once, shared by its files and their pieces."""
+    """The connections one job may have open at once, shared by its files and their pieces.
+
+    Also decides, once per job, whether big files use them all. Files start on one
+    connection each; when a connection moves less than FAST_CONNECTION_BPS over its
+    first JUDGE_S, every file tries all of them, and they stay only if the job's rate
+    over the next WEIGH_S rose by half. A slow connection may be the origin's limit per
+    connection (more multiply the rate) or a busy machine's (more only cost CPU): the
+    rate tells which. Judged for the whole job, not per file, because the files compete
+    for the same connections.
+    """
 
     def __init__(self, count: int) -> None:
         self._slots = threading.BoundedSemaphore(count)
+        self._lock = threading.Lock()
+        self.held = 0
+        self.moved = 0
+        self.widening = "single"  # then "trying", then "kept" or "reverted"
+        self._rate_before = 0.0
+        self._tried_at = 0.0
+        self._window: tuple[float, int] | None = None
 
     @contextlib.contextmanager
     def hold(self, cancelled: CancelToken) -> Iterator[None]:
         while not self._slots.acquire(timeout=0.1):
             if cancelled():
                 raise Cancelled()
+        with self._lock:
+            self.held += 1
         try:
             yield
         finally:
+            with self._lock:
+                self.held -= 1
             self._slots.release()
+
+    @property
+    def wide(self) -> bool:
+        return self.widening in ("trying", "kept")
+
+    def count(self, nbytes: int) -> None:
+        with self._lock:
+            self.moved += nbytes
+
+    def judge(self, rate: float) -> None:
+        """A connection's rate over its first moments; a slow one has every connection tried."""
+        with self._lock:
+            if self.widening == "single" and rate < FAST_CONNECTION_BPS:
+                self.widening = "trying"
+                self._rate_before = rate * max(1, self.held)
+                self._tried_at = time.monotonic()
+
+    def weigh(self) -> None:
+        """Keep all connections if the job's rate rose by half with them, else go back to one per file."""
+        with self._lock:
+            now = time.monotonic()
+            if self.widening != "trying" or now - self._tried_at < JUDGE_S:
+                return
+            if self._window is None:
+                self._window = (now, self.moved)  # the new connections have started: measure from here
+                return
+            since, moved = self._window
+            if now - since >= WEIGH_S:
+                rate = (self.moved - moved) / (now - since)
+                self.widening = "kept" if rate >= 1.5 * self._rate_before else "reverted"
 
 
 def _part_count(size: int) -> int:
@@ -997,12 +1048,7 @@ class _PartedFile:
         self.retry_told = 0.0
         self.fd = -1
         self.workers: list[threading.Thread] = []
-        self.active = self.wanted = 0
-        #: Widening: "single" until a connection proves slow, then "trying" all connections
-        #: until a window shows whether they pay (kept) or not (reverted to one).
-        self.widening = "single"
-        self.rate_before = 0.0
-        self.tried_at = 0.0
+        self.active = 0
         self.stop = _Stop(cancelled)
         self.progressed = threading.Event()
 
@@ -1109,12 +1155,11 @@ class _PartedFile:
         except OSError as exc:
             raise _disk_error(exc, self.label) from None
         self.workers = []
-        self.active = self.wanted = 0
-        self.widening = "single"
+        self.active = 0
         try:
             if os.fstat(self.fd).st_size != self.size:
                 os.ftruncate(self.fd, self.size)
-            self._grow(1)
+            self._grow()
             hexdigest = self._hash_while_fetching()
         except OSError as exc:
             self._fail(_disk_error(exc, self.label))
@@ -1136,50 +1181,21 @@ class _PartedFile:
             raise Cancelled()
         return hexdigest
 
-    def _grow(self, wanted: int) -> None:
-        """Up to ``wanted`` connections for this file, as far as it has pieces nobody has taken."""
+    def _wanted(self) -> int:
+        return _part_count(self.size) if self.slots.wide else 1
+
+    def _grow(self) -> None:
+        """As many connections as the job's widening allows, as far as pieces are left to take."""
         started = []
         with self.lock:
-            self.wanted = min(wanted, _part_count(self.size))
             untaken = sum(not p.taken for p in self.pieces)
-            for _ in range(0 if self.stop() else min(self.wanted - self.active, untaken)):
+            for _ in range(0 if self.stop() else min(self._wanted() - self.active, untaken)):
                 worker = threading.Thread(target=self._work, name=f"part-{len(self.workers)}", daemon=True)
                 self.workers.append(worker)
                 self.active += 1
                 started.append(worker)
         for worker in started:
             worker.start()
-
-    def _judge(self, rate: float) -> None:
-        """A connection's speed over its first moments: a slow one has every connection tried."""
-        with self.lock:
-            if self.widening != "single" or rate >= FAST_CONNECTION_BPS:
-                return
-            self.widening = "trying"
-            self.rate_before = rate * self.active
-            self.tried_at = time.monotonic()
-        self._grow(settings.RBEE_CONNECTIONS)
-
-    def _weigh(self, done: int, since: list[float]) -> None:
-        """Keep the extra connections if they raised the file's rate by half, else go back to one.
-
-        A slow connection may be the origin's limit (more connections multiply the rate)
-        or a busy machine's (more connections only cost CPU): the rate decides which.
-        """
-        now = time.monotonic()
-        if self.widening != "trying" or now - self.tried_at < JUDGE_S:
-            return
-        if not since:
-            since += [now, done]  # the new connections have started: measure from here
-            return
-        if now - since[0] < WEIGH_S:
-            return
-        rate = (done - since[1]) / (now - since[0])
-        with self.lock:
-            if rate >= 1.5 * self.rate_before:
-                self.widening = "kept"
-            else:
-                self.widening, self.wanted = "reverted", 1
 
     def _fail(self, exc: BaseException) -> None:
         with self.lock:
@@ -1207,10 +1223,11 @@ class _PartedFile:
     def _hash_into(self, hasher: hashlib._Hash, block: memoryview) -> str:
         hashed = 0
         saved_at = time.monotonic()
-        window: list[float] = []
         while not self.stop():
             self.progressed.clear()
-            self._weigh(self.done, window)
+            self.slots.weigh()
+            if self.slots.wide:
+                self._grow()
             prefix = self._prefix()
             while hashed < prefix and not self.stop():
                 n = os.preadv(self.fd, [block[: min(HASH_BLOCK, prefix - hashed)]], hashed)
@@ -1228,7 +1245,7 @@ class _PartedFile:
 
     def _take(self) -> _Piece | None:
         with self.lock:
-            if self.active > self.wanted:
+            if self.active > self._wanted():
                 return None  # the extra connections did not pay: this one ends
             for piece in self.pieces:
                 if not piece.taken:
@@ -1377,6 +1394,7 @@ class _PartedFile:
                 piece.pos += fill
                 self.done += fill
                 done = self.done
+            self.slots.count(fill)
             fill, flushed_at = 0, time.monotonic()
             self.progressed.set()
             self.progress.advance(self.label, done)  # may block briefly: a bandwidth cap acts here
@@ -1394,7 +1412,9 @@ class _PartedFile:
                     raise Cancelled()
                 if not judged and (time.monotonic() - began >= JUDGE_S or not remaining):
                     judged = True
-                    self._judge(received / max(time.monotonic() - began, 1e-6))
+                    self.slots.judge(received / max(time.monotonic() - began, 1e-6))
+                    if self.slots.wide:
+                        self._grow()
                 if fill == WRITE_BLOCK or time.monotonic() - flushed_at >= FLUSH_S:
                     flush()
         finally:
