@@ -848,6 +848,8 @@ FAST_CONNECTION_BPS = 100_000_000
 JUDGE_S = 0.25
 #: How long all connections run before their rate decides whether they stay.
 WEIGH_S = 0.5
+#: What one request asks for at most once connections take runs of pieces.
+RUN_BYTES = 256 * 1024 * 1024
 
 
 class _RangeIgnored(Exception):
@@ -933,7 +935,7 @@ class _Connections:
         self._lock = threading.Lock()
         self.held = 0
         self.moved = 0
-        self.widening = "single"  # then "trying", then "kept" or "reverted"
+        self.widening = "single"  # then "fast", or "trying" and then "kept" or "reverted"
         self._rate_before = 0.0
         self._tried_at = 0.0
         self._window: tuple[float, int] | None = None
@@ -956,6 +958,11 @@ class _Connections:
     def wide(self) -> bool:
         return self.widening in ("trying", "kept")
 
+    @property
+    def long_runs(self) -> bool:
+        """A connection proved fast, or more did not pay: connections ask for runs of pieces."""
+        return self.widening in ("fast", "reverted")
+
     def count(self, nbytes: int) -> None:
         with self._lock:
             self.moved += nbytes
@@ -963,7 +970,11 @@ class _Connections:
     def judge(self, rate: float) -> None:
         """A connection's rate over its first moments; a slow one has every connection tried."""
         with self._lock:
-            if self.widening == "single" and rate < FAST_CONNECTION_BPS:
+            if self.widening != "single":
+                return
+            if rate >= FAST_CONNECTION_BPS:
+                self.widening = "fast"
+            else:
                 self.widening = "trying"
                 self._rate_before = rate * max(1, self.held)
                 self._tried_at = time.monotonic()
@@ -1243,14 +1254,27 @@ class _PartedFile:
             self.progressed.wait(0.2)
         return ""
 
-    def _take(self) -> _Piece | None:
+    def _take(self) -> list[_Piece] | None:
+        """The next pieces nobody has taken, in file order: one, or a run once a connection proved fast.
+
+        A fast connection asking for 8 MiB at a time would spend a good part of its
+        time on requests (the Hub's redirect, then the CDN); a run of pieces is one
+        request, still written and resumed piece by piece.
+        """
         with self.lock:
             if self.active > self._wanted():
                 return None  # the extra connections did not pay: this one ends
-            for piece in self.pieces:
+            for i, piece in enumerate(self.pieces):
                 if not piece.taken:
                     piece.taken = True
-                    return piece
+                    run, length = [piece], piece.end - piece.pos
+                    for following in self.pieces[i + 1 :] if self.slots.long_runs else ():
+                        if following.taken or following.pos != following.start or length >= RUN_BYTES:
+                            break
+                        following.taken = True
+                        run.append(following)
+                        length += following.end - following.start
+                    return run
         return None
 
     def _work(self) -> None:
@@ -1260,8 +1284,8 @@ class _PartedFile:
         memory = mmap.mmap(-1, WRITE_BLOCK)
         buffer = memoryview(memory)
         try:
-            while (piece := self._take()) is not None:
-                self._fetch_piece(piece, buffer)
+            while (run := self._take()) is not None:
+                self._fetch_run(run, buffer)
         except BaseException as exc:
             self._fail(exc)
         finally:
@@ -1271,19 +1295,20 @@ class _PartedFile:
             with contextlib.suppress(BufferError):  # a slice still held by a traceback: unmapped with it
                 memory.close()
 
-    def _fetch_piece(self, piece: _Piece, buffer: memoryview) -> None:
+    def _fetch_run(self, run: list[_Piece], buffer: memoryview) -> None:
+        """Consecutive pieces in one request; a retry asks for what is left of them."""
         attempts = 0
-        while piece.pos < piece.end:
+        while run[-1].pos < run[-1].end:
             if self.stop():
                 raise Cancelled()
-            before = piece.pos
+            before = sum(p.pos for p in run)
             try:
                 with self.slots.hold(self.stop):
-                    self._request(piece, buffer)
+                    self._request(run, buffer)
             except _Retry as exc:
                 if self.stop():
                     raise Cancelled() from None
-                attempts = 1 if piece.pos > before else attempts + 1
+                attempts = 1 if sum(p.pos for p in run) > before else attempts + 1
                 if attempts >= settings.RBEE_DOWNLOAD_ATTEMPTS:
                     raise NetworkError(
                         f"{self.label}: giving up after {attempts} attempts without progress: {exc.reason}"
@@ -1303,8 +1328,10 @@ class _PartedFile:
             self.retry_told = now
         self.progress.retry(self.label, reason, attempt, delay)
 
-    def _request(self, piece: _Piece, buffer: memoryview) -> None:
-        wanted = {**self.headers, "Accept-Encoding": "identity", "Range": f"bytes={piece.pos}-{piece.end - 1}"}
+    def _request(self, run: list[_Piece], buffer: memoryview) -> None:
+        run = [p for p in run if p.pos < p.end]  # a cut run resumes in its first unfinished piece
+        first, end = run[0].pos, run[-1].end
+        wanted = {**self.headers, "Accept-Encoding": "identity", "Range": f"bytes={first}-{end - 1}"}
         with self.lock:
             validator = self.etag if self.etag and not self.etag.startswith("W/") else self.last_modified
         if validator:
@@ -1314,8 +1341,8 @@ class _PartedFile:
             response = _open("GET", self.url, wanted, trusted=self.trusted)
             unhook = self.stop.on_cancel(lambda: _abort(response))
             try:
-                self._check(response, piece)
-                self._receive(response, piece, buffer)
+                self._check(response, first, end)
+                self._receive(response, run, buffer)
             finally:
                 unhook()
         except NetworkError as exc:
@@ -1332,7 +1359,7 @@ class _PartedFile:
             if response is not None:
                 response.conn.close()
 
-    def _check(self, response: Response, piece: _Piece) -> None:
+    def _check(self, response: Response, first: int, end: int) -> None:
         """The answer is the asked range of the same file, or says what to do instead."""
         status, headers = response.status_code, response.headers
         if status == 429 or status >= 500:
@@ -1363,12 +1390,15 @@ class _PartedFile:
         match = _CONTENT_RANGE.match(headers.get("content-range", ""))
         if match and match[3] != "*" and int(match[3]) != self.size:
             raise _Changed(f"the file on the server is now {match[3]} bytes, the plan said {self.size}")
-        if not match or int(match[1]) != piece.pos or int(match[2]) >= piece.end:
+        if not match or int(match[1]) != first or int(match[2]) >= end:
             raise _Retry("server answered a different range than asked", 0)
 
-    def _receive(self, response: Response, piece: _Piece, buffer: memoryview) -> None:
+    def _receive(self, response: Response, run: list[_Piece], buffer: memoryview) -> None:
+        """The body into the run's pieces in turn, each written at its offset from the one buffer."""
         length = response.headers.get("content-length")
-        remaining = piece.end - piece.pos
+        remaining = run[-1].end - run[0].pos
+        pieces = iter(run)
+        piece = next(pieces)
         if length is not None:
             if not length.isdigit():
                 raise _Retry(f"the server sent an invalid Content-Length ({_host_port(response.url)})")
@@ -1401,7 +1431,10 @@ class _PartedFile:
 
         try:
             while remaining > 0:
-                room = buffer[fill : fill + min(WRITE_BLOCK - fill, remaining)]
+                if piece.pos + fill == piece.end:
+                    flush()
+                    piece = next(pieces)
+                room = buffer[fill : fill + min(WRITE_BLOCK - fill, remaining, piece.end - piece.pos - fill)]
                 n = fp.readinto1(room) if fp is not None else resp.readinto(room)
                 if not n:
                     break
@@ -1415,11 +1448,11 @@ class _PartedFile:
                     self.slots.judge(received / max(time.monotonic() - began, 1e-6))
                     if self.slots.wide:
                         self._grow()
-                if fill == WRITE_BLOCK or time.monotonic() - flushed_at >= FLUSH_S:
+                if fill == WRITE_BLOCK or piece.pos + fill == piece.end or time.monotonic() - flushed_at >= FLUSH_S:
                     flush()
         finally:
             flush()  # bytes received are kept for a resume
-        if piece.pos < piece.end and remaining > 0:
+        if remaining > 0:
             raise _Retry(f"connection closed after {piece.pos - piece.start} of {piece.end - piece.start} bytes of a part")
 
 
