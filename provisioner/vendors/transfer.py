@@ -1092,7 +1092,7 @@ class _PartedFile:
             elif self.verify is not None:
                 problem = self.verify(self.path)
             if problem is None:
-                self.state_path.unlink(missing_ok=True)
+                self._discard(keep_file=True)  # nothing but the file may be moved into the catalog
                 return hexdigest
             self._discard()
             if failed_once:
@@ -1151,9 +1151,11 @@ class _PartedFile:
         except OSError as exc:
             raise _disk_error(exc, self.label) from None
 
-    def _discard(self) -> None:
-        self.path.unlink(missing_ok=True)
+    def _discard(self, *, keep_file: bool = False) -> None:
+        if not keep_file:
+            self.path.unlink(missing_ok=True)
         self.state_path.unlink(missing_ok=True)
+        self.state_path.with_name(self.state_path.name + ".tmp").unlink(missing_ok=True)
 
     # -- one round: every piece fetched once, hashed as the prefix grows ----------------
 
