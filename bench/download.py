@@ -458,8 +458,8 @@ class WebSocketListener(threading.Thread):
 class DashboardWay:
     """(a): one long-running server; a new job per round, its entry deleted afterwards."""
 
-    def __init__(self, data_dir: Path, hub: HubProcess) -> None:
-        self.live = LiveDashboard(data_dir, env={"HF_ENDPOINT": hub.url})
+    def __init__(self, data_dir: Path, hub: HubProcess, env: dict[str, str] | None = None) -> None:
+        self.live = LiveDashboard(data_dir, env={"HF_ENDPOINT": hub.url, **(env or {})})
         self.client: httpx.Client | None = None
         self.sampler: RssSampler | None = None
         self.rss_baseline: int | None = None
@@ -886,8 +886,18 @@ def main(argv: list[str] | None = None) -> int:
         default="loopback,throttled,cap",
         help="comma-separated, of loopback, throttled, cap (default all; cap runs on the throttled origin)",
     )
+    parser.add_argument(
+        "--dashboard-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the dashboard, e.g. RBEE_CONNECTIONS=4 (repeatable; to compare settings)",
+    )
     parser.add_argument("--tmpdir", type=Path, default=None, help="where the temp dir goes (default: the system's)")
     args = parser.parse_args(argv)
+    if any("=" not in item for item in args.dashboard_env):
+        parser.error("--dashboard-env takes NAME=VALUE")
+    dashboard_env = dict(item.split("=", 1) for item in args.dashboard_env)
     chosen = {name.strip() for name in args.scenarios.split(",") if name.strip()}
     if args.size_mib < 1 or args.throttled_size_mib < 1 or args.rounds < 1 or args.warmup < 0:
         parser.error("sizes and --rounds must be at least 1, --warmup at least 0")
@@ -927,7 +937,7 @@ def main(argv: list[str] | None = None) -> int:
             scenario.hub = HubProcess(repos, work / f"fakehub-{scenario.name}.log", scenario.throttle_bps)
             scenario.hub.start()
             log(f"fake hub at {scenario.hub.url}; starting the dashboard")
-            scenario.dashboard = DashboardWay(work / f"dashboard-{scenario.name}", scenario.hub)
+            scenario.dashboard = DashboardWay(work / f"dashboard-{scenario.name}", scenario.hub, dashboard_env)
             scenario.dashboard.start()
             log(f"dashboard at {scenario.dashboard.live.url} (pid {scenario.dashboard.live.process.pid})")  # type: ignore[union-attr]
             run_scenario(args, scenario, work)
