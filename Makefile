@@ -7,8 +7,9 @@ PYTHON_VERSION := $(shell cat .python-version)
 # The interpreter named by .python-version: pyenv's build if there is one, else python3.13.
 BASE_PYTHON := $(firstword $(wildcard $(HOME)/.pyenv/versions/$(PYTHON_VERSION)/bin/python $(PYENV_ROOT)/versions/$(PYTHON_VERSION)/bin/python) $(shell command -v python3.13))
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-# Debian packages the tests drive: a real browser and a real OCI registry.
-DEBS := chromium docker-registry
+# Debian packages the tests and the benchmark drive: a real browser, a real OCI registry,
+# and aria2c, the multi-connection downloader the benchmark compares against.
+DEBS := aria2 chromium docker-registry
 
 .PHONY: run test test-fast worker bench bench-fleet deps venv migrate lint clean
 
@@ -45,7 +46,7 @@ test: venv deps
 test-fast: venv
 	$(PY) -m pytest -m "not browser and not slow"
 
-bench: venv
+bench: venv deps
 	$(PY) bench/download.py
 
 # Three hives against a throttled origin (needs PostgreSQL and Redis on 127.0.0.1).

@@ -1,22 +1,26 @@
-"""Download throughput benchmark: the dashboard against curl and `hf download`.
+"""Download throughput benchmark: the dashboard against curl, aria2c and `hf download`.
 
-Serves a repo of two random files (512 MiB each by default) from the project's
-fake hub, run in its own process, and downloads it three ways, alternating
-round by round so that drift on the machine hits every way alike:
+Serves repos of random files from the project's fake hub, run in its own process,
+and downloads them four ways, alternating round by round so that drift on the
+machine hits every way alike:
 
   (a) dashboard  the real server (daphne, subprocess): POST /api/jobs/ -> job ->
                  Hugging Face vendor -> disk, narration on, a websocket listener
                  attached to /ws/jobs/<id>/; timed from the POST to `succeeded`
-  (b) curl       `curl -s -L -o FILE URL` of both files: the raw transfer limit
-  (c) hf         `hf download REPO --local-dir DIR` (huggingface_hub's CLI)
+  (b) curl       `curl -s -L -o FILE URL` of the files: one connection
+  (c) aria2      `aria2c -x8 -s8 -j1`: 8 connections per file, a file at a time
+  (d) hf         `hf download REPO --local-dir DIR` (huggingface_hub's CLI)
 
-It prints MB/s (1 MB = 10^6 bytes) per way, the ratios (a)/(b) and (a)/(c), the
-server's peak RSS growth during (a), progress events per second per job, and
+Scenarios: `loopback` (2 × 512 MiB, unthrottled: the raw transfer limit, memory),
+`throttled` (2 × 256 MiB, the origin sends 20 MB/s per connection, as CDNs do),
+and `cap` (a 10 MB/s hive limit set with PATCH /api/hives/local/, on the throttled
+origin). It prints MB/s (1 MB = 10^6 bytes) per way, the dashboard's ratios to
+each, the server's peak RSS growth, progress events per second per job, and
 PASS/FAIL against the targets. It is a report: it exits 0 whatever the figures
 (1 only if the benchmark itself could not run).
 
-    make bench                                  # full size, 1 warm-up + 3 rounds
-    .venv/bin/python bench/download.py --size-mib 32 --rounds 1   # quick check
+    make bench                                  # every scenario, full size (~6 min)
+    .venv/bin/python bench/download.py --size-mib 32 --throttled-size-mib 32 --rounds 1   # quick check
 
 See bench/README.md for what the figures mean and what was measured.
 """
@@ -58,8 +62,13 @@ FILE_NAMES = ("a.safetensors", "b.safetensors")
 MIB = 1024 * 1024
 MB = 1_000_000
 
-# Targets from issue 3.
-TARGET_RATIO_CURL = 0.8
+# Targets from issues 3 and 9.
+TARGET_RATIO_CURL = 0.8  # unthrottled loopback
+TARGET_RATIO_ARIA2 = 0.8  # per-connection throttled origin
+TARGET_RATIO_HF = 4.0  # per-connection throttled origin
+CAP_BPS = 10_000_000  # the cap scenario's hive limit
+CAP_TARGET_MBPS = (9.0, 11.0)
+CAP_SIZE_MIB = 32
 TARGET_RSS_GROWTH = 64 * MIB
 TARGET_EVENTS_PER_S = 10.0
 
@@ -114,23 +123,36 @@ def log(message: str) -> None:
 # -- test data --------------------------------------------------------------------------------------
 
 
-def make_repo(directory: Path, size: int) -> dict[str, str]:
-    """Two files of random bytes, written once; returns name -> sha256."""
-    directory.mkdir(parents=True)
-    digests = {}
+@dataclass
+class RepoSpec:
+    """A repo of the fake hub: files of random bytes, each ``size`` bytes, and their sha256."""
+
+    repo_id: str
+    directory: Path
+    size: int
+    names: tuple[str, ...] = FILE_NAMES
+    expected: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return self.size * len(self.names)
+
+
+def make_repo(spec: RepoSpec) -> None:
+    """Write the repo's files once and note their sha256."""
+    spec.directory.mkdir(parents=True)
     block = 4 * MIB
-    for name in FILE_NAMES:
+    for name in spec.names:
         hasher = hashlib.sha256()
-        with open(directory / name, "wb") as f:
-            left = size
+        with open(spec.directory / name, "wb") as f:
+            left = spec.size
             while left:
                 chunk = os.urandom(min(block, left))
                 hasher.update(chunk)
                 f.write(chunk)
                 left -= len(chunk)
-        digests[name] = hasher.hexdigest()
+        spec.expected[name] = hasher.hexdigest()
     os.sync()  # the write-back of these pages must not land in the first round
-    return digests
 
 
 def sha256_of(path: Path) -> str:
@@ -184,11 +206,12 @@ def stop_process_group(proc: subprocess.Popen[bytes] | None, timeout: float = 10
 class HubProcess:
     """tests/servers/fakehub.py in its own process, so its CPU is not the client's."""
 
-    def __init__(self, repo_dir: Path, log_path: Path) -> None:
+    def __init__(self, repos: list[RepoSpec], log_path: Path, throttle_bps: int | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.repo_dir = repo_dir
+        self.repos = repos
         self.log_path = log_path
+        self.throttle_bps = throttle_bps
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 120.0) -> HubProcess:
@@ -200,8 +223,8 @@ class HubProcess:
                 "tests.servers.fakehub",
                 "--port",
                 str(self.port),
-                "--repo",
-                f"{REPO_ID}={self.repo_dir}",
+                *[arg for repo in self.repos for arg in ("--repo", f"{repo.repo_id}={repo.directory}")],
+                *(["--throttle-bps", str(self.throttle_bps)] if self.throttle_bps else []),
             ],
             cwd=ROOT,
             stdout=log_file,
@@ -210,11 +233,11 @@ class HubProcess:
         )
         log_file.close()
         # It hashes the files before it listens: a generous timeout.
-        wait_until_serving(self.proc, f"{self.url}/api/models/{REPO_ID}", timeout, "fake hub", self.log)
+        wait_until_serving(self.proc, f"{self.url}/api/models/{self.repos[0].repo_id}", timeout, "fake hub", self.log)
         return self
 
-    def resolve_url(self, name: str) -> str:
-        return f"{self.url}/{REPO_ID}/resolve/main/{name}"
+    def resolve_url(self, repo: RepoSpec, name: str) -> str:
+        return f"{self.url}/{repo.repo_id}/resolve/main/{name}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -435,10 +458,8 @@ class WebSocketListener(threading.Thread):
 class DashboardWay:
     """(a): one long-running server; a new job per round, its entry deleted afterwards."""
 
-    def __init__(self, data_dir: Path, hub: HubProcess, expected: dict[str, str], size: int) -> None:
-        self.live = LiveDashboard(data_dir, env={"HF_ENDPOINT": hub.url})
-        self.expected = expected
-        self.size = size
+    def __init__(self, data_dir: Path, hub: HubProcess, env: dict[str, str] | None = None) -> None:
+        self.live = LiveDashboard(data_dir, env={"HF_ENDPOINT": hub.url, **(env or {})})
         self.client: httpx.Client | None = None
         self.sampler: RssSampler | None = None
         self.rss_baseline: int | None = None
@@ -464,10 +485,10 @@ class DashboardWay:
         except Exception:
             self.live.kill()
 
-    def run(self, round_no: int) -> Run:
+    def run(self, round_no: int, repo: RepoSpec) -> Run:
         assert self.client is not None and self.sampler is not None
         client = self.client
-        run = Run("dashboard", round_no, nbytes=self.size * len(FILE_NAMES))
+        run = Run("dashboard", round_no, nbytes=repo.total)
         rss_before = self.sampler.mark()
         if self.rss_baseline is None:
             self.rss_baseline = rss_before
@@ -477,7 +498,7 @@ class DashboardWay:
         cpu0 = process_cpu_s(pid)
         t0_wall, t0 = time.time(), time.perf_counter()
         try:
-            response = client.post("/api/jobs/", json={"model": REPO_ID})
+            response = client.post("/api/jobs/", json={"model": repo.repo_id})
             if response.status_code not in (200, 201):
                 raise RuntimeError(f"POST /api/jobs/ answered {response.status_code}: {response.text[:300]}")
             job = response.json()["jobs"][0]
@@ -522,7 +543,7 @@ class DashboardWay:
             progress = actions.count("model_download_progress")
             run.extra.update(progress_events=progress, events=len(actions))
             run.extra["progress_per_s"] = progress / run.seconds
-            problem = self._check_entry(entry_id)
+            problem = self._check_entry(entry_id, repo)
             if problem:
                 raise RuntimeError(problem)
             if listener.error:
@@ -551,23 +572,23 @@ class DashboardWay:
             if not page["more"]:
                 return actions
 
-    def _check_entry(self, entry_id: int | None) -> str | None:
+    def _check_entry(self, entry_id: int | None, repo: RepoSpec) -> str | None:
         assert self.client is not None
         if entry_id is None:
             return "the job succeeded without a catalog entry"
         entry = self.client.get(f"/api/models/{entry_id}/").json()
         files = {f["path"]: f for f in entry.get("files", [])}
-        for name, digest in self.expected.items():
+        for name, digest in repo.expected.items():
             found = files.get(name)
             if found is None:
                 return f"catalog entry {entry_id} lacks {name}"
             if found["sha256"] != digest:
                 return f"catalog entry {entry_id}: {name} sha256 {found['sha256']}, expected {digest}"
-            if found["size_bytes"] != self.size:
-                return f"catalog entry {entry_id}: {name} size {found['size_bytes']}, expected {self.size}"
+            if found["size_bytes"] != repo.size:
+                return f"catalog entry {entry_id}: {name} size {found['size_bytes']}, expected {repo.size}"
             on_disk = Path(entry["path"]) / name
-            if not on_disk.is_file() or on_disk.stat().st_size != self.size:
-                return f"{on_disk} is not on disk with {self.size} bytes"
+            if not on_disk.is_file() or on_disk.stat().st_size != repo.size:
+                return f"{on_disk} is not on disk with {repo.size} bytes"
         return None
 
     def _delete_entry(self, entry_id: int) -> None:
@@ -580,22 +601,28 @@ class DashboardWay:
         os.sync()
 
 
-def run_curl(hub: HubProcess, out_dir: Path, expected: dict[str, str], size: int, round_no: int) -> Run:
-    """(b): one curl process fetching both files (like the other ways, one connection pool)."""
-    run = Run("curl", round_no, nbytes=size * len(FILE_NAMES))
+def _timed(run: Run, command: list[str], out_dir: Path, repo: RepoSpec, env: dict[str, str] | None = None) -> None:
+    name = Path(command[0]).name
+    cpu0, t0 = children_cpu_s(), time.perf_counter()
+    result = subprocess.run(command, capture_output=True, env=env, timeout=900)
+    run.seconds = time.perf_counter() - t0
+    run.cpu_s = children_cpu_s() - cpu0
+    if result.returncode != 0:
+        output = (result.stderr or result.stdout).decode(errors="replace")[-300:]
+        raise RuntimeError(f"{name} exited {result.returncode}: {output}")
+    if problem := check_files(out_dir, repo.expected, repo.size):
+        raise RuntimeError(problem)
+
+
+def run_curl(hub: HubProcess, repo: RepoSpec, out_dir: Path, round_no: int) -> Run:
+    """(b): one curl process fetching the files one after the other, one connection."""
+    run = Run("curl", round_no, nbytes=repo.total)
     out_dir.mkdir(parents=True)
     command = ["curl", "-s", "-f", "-L"]
-    for name in FILE_NAMES:
-        command += ["-o", str(out_dir / name), hub.resolve_url(name)]
+    for name in repo.names:
+        command += ["-o", str(out_dir / name), hub.resolve_url(repo, name)]
     try:
-        cpu0, t0 = children_cpu_s(), time.perf_counter()
-        result = subprocess.run(command, capture_output=True, timeout=600)
-        run.seconds = time.perf_counter() - t0
-        run.cpu_s = children_cpu_s() - cpu0
-        if result.returncode != 0:
-            raise RuntimeError(f"curl exited {result.returncode}: {result.stderr.decode(errors='replace')[-300:]}")
-        if problem := check_files(out_dir, expected, size):
-            raise RuntimeError(problem)
+        _timed(run, command, out_dir, repo)
     except Exception as exc:
         run.error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -603,9 +630,25 @@ def run_curl(hub: HubProcess, out_dir: Path, expected: dict[str, str], size: int
     return run
 
 
-def run_hf(hub: HubProcess, out_dir: Path, hf_home: Path, expected: dict[str, str], size: int, round_no: int) -> Run:
-    """(c): huggingface_hub's CLI, xet off, a fresh HF_HOME."""
-    run = Run("hf", round_no, nbytes=size * len(FILE_NAMES))
+def run_aria2(hub: HubProcess, repo: RepoSpec, out_dir: Path, round_no: int) -> Run:
+    """(c): aria2c -x8 -s8, one file at a time (-j1): 8 connections, the dashboard's budget."""
+    run = Run("aria2", round_no, nbytes=repo.total)
+    out_dir.mkdir(parents=True)
+    inputs = out_dir / "uris.txt"
+    inputs.write_text("".join(f"{hub.resolve_url(repo, name)}\n  out={name}\n" for name in repo.names))
+    command = ["aria2c", "-x8", "-s8", "-j1", "-q", "--allow-overwrite=true", "-d", str(out_dir), "-i", str(inputs)]
+    try:
+        _timed(run, command, out_dir, repo)
+    except Exception as exc:
+        run.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        remove(out_dir)
+    return run
+
+
+def run_hf(hub: HubProcess, repo: RepoSpec, out_dir: Path, hf_home: Path, round_no: int) -> Run:
+    """(d): huggingface_hub's CLI, xet off, a fresh HF_HOME."""
+    run = Run("hf", round_no, nbytes=repo.total)
     hf = Path(sys.executable).parent / "hf"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("HF_")},
@@ -615,16 +658,7 @@ def run_hf(hub: HubProcess, out_dir: Path, hf_home: Path, expected: dict[str, st
         "HF_HUB_DISABLE_TELEMETRY": "1",
     }
     try:
-        cpu0, t0 = children_cpu_s(), time.perf_counter()
-        result = subprocess.run(
-            [str(hf), "download", REPO_ID, "--local-dir", str(out_dir)], capture_output=True, env=env, timeout=600
-        )
-        run.seconds = time.perf_counter() - t0
-        run.cpu_s = children_cpu_s() - cpu0
-        if result.returncode != 0:
-            raise RuntimeError(f"hf exited {result.returncode}: {result.stderr.decode(errors='replace')[-300:]}")
-        if problem := check_files(out_dir, expected, size):
-            raise RuntimeError(problem)
+        _timed(run, [str(hf), "download", repo.repo_id, "--local-dir", str(out_dir)], out_dir, repo, env)
     except Exception as exc:
         run.error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -649,49 +683,72 @@ def verdict(ok: bool | None) -> str:
     return "n/a " if ok is None else ("PASS" if ok else "FAIL")
 
 
-def report(args: argparse.Namespace, runs: list[Run], dashboard: DashboardWay | None) -> None:
-    size = args.size_mib * MIB
-    total = size * len(FILE_NAMES)
-    ways = ("dashboard", "curl", "hf")
-    by_way = {way: [r for r in runs if r.way == way and not r.warmup] for way in ways}
-    labels = {
-        "dashboard": "(a) dashboard",
-        "curl": "(b) curl",
-        "hf": "(c) hf download",
-    }
+LABELS = {
+    "dashboard": "(a) dashboard",
+    "curl": "(b) curl",
+    "aria2": "(c) aria2c -x8",
+    "hf": "(d) hf download",
+}
+
+
+@dataclass
+class Scenario:
+    """One origin (a fake hub process, throttled or not) and the ways compared on it."""
+
+    name: str
+    repo: RepoSpec
+    throttle_bps: int | None
+    ways: tuple[str, ...]
+    warmup: int
+    hub: HubProcess | None = None
+    dashboard: DashboardWay | None = None
+    runs: list[Run] = field(default_factory=list)
+    cap: str | None = None
+
+
+def report(args: argparse.Namespace, scenario: Scenario) -> None:
+    repo, runs, dashboard = scenario.repo, scenario.runs, scenario.dashboard
+    by_way = {way: [r for r in runs if r.way == way and not r.warmup] for way in scenario.ways}
     out = print
     out("")
     out("=" * 78)
-    out(f"rbee download benchmark — {REPO_ID}: {len(FILE_NAMES)} × {args.size_mib} MiB = {total / MB:.0f} MB")
-    out(
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()} {platform.release()}; "
-        f"{args.rounds} round(s) alternating a,b,c after {args.warmup} uncounted warm-up round(s); MB = 10^6 bytes"
+    origin = (
+        f"throttled to {scenario.throttle_bps / MB:g} MB/s per connection" if scenario.throttle_bps else "unthrottled"
     )
     out(
-        f"load average at start {args.load_start:.2f}, at end {os.getloadavg()[0]:.2f} "
+        f"scenario {scenario.name}: {repo.repo_id}, {len(repo.names)} × {repo.size // MIB} MiB = "
+        f"{repo.total / MB:.0f} MB, origin {origin}"
+    )
+    out(
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()} {platform.release()}; "
+        f"{args.rounds} round(s) alternating {','.join(scenario.ways)} after {scenario.warmup} uncounted warm-up "
+        "round(s); MB = 10^6 bytes"
+    )
+    out(
+        f"load average at start {args.load_start:.2f}, now {os.getloadavg()[0]:.2f} "
         "(busy neighbours lower MB/s far more than they change client CPU)"
     )
     out("=" * 78)
     out(f"{'way':<18}{'median MB/s':>12}{'client CPU':>12}   runs (MB/s, in order)")
-    for way, label in labels.items():
+    for way in scenario.ways:
         values = [fmt_mbps(r.mbps).strip() for r in by_way[way]]
         cpus = [r.cpu_s / (r.nbytes / 1e9) for r in by_way[way] if r.cpu_s is not None and not r.error]
         cpu = f"{statistics.median(cpus):6.2f} s/GB" if cpus else "         -"
-        out(f"{label:<18}{fmt_mbps(median_mbps(by_way[way])):>12}{cpu:>12}   {', '.join(values) or '-'}")
+        out(f"{LABELS[way]:<18}{fmt_mbps(median_mbps(by_way[way])):>12}{cpu:>12}   {', '.join(values) or '-'}")
     warm = [r for r in runs if r.warmup]
     if warm:
-        out("warm-up, not counted: " + ", ".join(f"{labels[r.way]} {fmt_mbps(r.mbps).strip()}" for r in warm))
-    out("client CPU = user+sys seconds per GB of the downloading process: daphne (all threads), curl, hf")
+        out("warm-up, not counted: " + ", ".join(f"{LABELS[r.way]} {fmt_mbps(r.mbps).strip()}" for r in warm))
+    out("client CPU = user+sys seconds per GB of the downloading process: daphne (all threads), curl, aria2c, hf")
     errors = [r for r in runs if r.error]
     for r in errors:
-        out(f"  ! {labels[r.way]} {r.name}: {r.error}")
+        out(f"  ! {LABELS[r.way]} {r.name}: {r.error}")
 
-    a, b, c = (median_mbps(by_way[w]) for w in ("dashboard", "curl", "hf"))
-    ratio_b = a / b if a and b else None
-    ratio_c = a / c if a and c else None
+    medians = {way: median_mbps(by_way[way]) for way in scenario.ways}
+    a = medians["dashboard"]
+    ratios = {way: (a / m if a and m else None) for way, m in medians.items() if way != "dashboard"}
     out("")
-    out(f"(a)/(b) dashboard / curl : {'n/a' if ratio_b is None else f'{ratio_b:.2f}'}")
-    out(f"(a)/(c) dashboard / hf   : {'n/a' if ratio_c is None else f'{ratio_c:.2f}'}")
+    for way, ratio in ratios.items():
+        out(f"dashboard / {LABELS[way][4:]:<14}: {'n/a' if ratio is None else f'{ratio:.2f}'}")
 
     rss_growth = None
     events_per_s: list[float] = []
@@ -724,16 +781,24 @@ def report(args: argparse.Namespace, runs: list[Run], dashboard: DashboardWay | 
             )
             if any((r.seconds or 0) < 2 for r in dashboard_runs):
                 out("  (a job under 2 s: its first and its final progress event alone make the rate look high)")
+    if scenario.cap:
+        out("")
+        out(scenario.cap)
 
     out("")
     out("targets:")
-    out(
-        f"  {verdict(None if ratio_b is None else ratio_b >= TARGET_RATIO_CURL)}  (a) >= {TARGET_RATIO_CURL} x curl"
-        f"{'' if ratio_b is None else f'  ({ratio_b:.2f} x: {a:.0f} vs {b:.0f} MB/s)'}"
+    targets = (
+        [("aria2", TARGET_RATIO_ARIA2), ("hf", TARGET_RATIO_HF)] if scenario.throttle_bps else [("curl", TARGET_RATIO_CURL)]
     )
+    for way, target in targets:
+        ratio = ratios.get(way)
+        out(
+            f"  {verdict(None if ratio is None else ratio >= target)}  (a) >= {target:g} x {LABELS[way][4:]}"
+            f"{'' if ratio is None else f'  ({ratio:.2f} x: {a:.0f} vs {medians[way]:.0f} MB/s)'}"
+        )
     out(
         f"  {verdict(None if rss_growth is None else rss_growth < TARGET_RSS_GROWTH)}  server RSS growth < 64 MiB"
-        f"{'' if rss_growth is None else f'  ({rss_growth / MIB:.1f} MiB)'}"
+        f"{'' if rss_growth is None else f'  ({rss_growth / MIB:.1f} MiB over {len(dashboard_runs)} downloads of {repo.total / MIB:.0f} MiB)'}"
     )
     max_eps = max(events_per_s) if events_per_s else None
     out(
@@ -745,6 +810,30 @@ def report(args: argparse.Namespace, runs: list[Run], dashboard: DashboardWay | 
     out("=" * 78)
 
 
+def run_cap(scenario: Scenario, repo: RepoSpec) -> str:
+    """PATCH the local hive's bandwidth cap, download a small repo under it, report the rate."""
+    dashboard = scenario.dashboard
+    assert dashboard is not None and dashboard.client is not None
+    client = dashboard.client
+    response = client.patch("/api/hives/local/", json={"max_bytes_per_s": CAP_BPS})
+    if response.status_code in (404, 405):
+        return "cap scenario: not available (no hive PATCH)"
+    if response.status_code != 200:
+        return f"cap scenario: PATCH /api/hives/local/ answered {response.status_code}: {response.text[:200]}"
+    try:
+        run = dashboard.run(1, repo)
+    finally:
+        client.patch("/api/hives/local/", json={"max_bytes_per_s": None})
+    if run.error or run.mbps is None:
+        return f"cap scenario: the capped download failed: {run.error}"
+    low, high = CAP_TARGET_MBPS
+    ok = low <= run.mbps <= high
+    return (
+        f"cap scenario: max_bytes_per_s {CAP_BPS / MB:g} MB/s, {repo.total / MB:.0f} MB in {run.seconds:.2f} s = "
+        f"{run.mbps:.1f} MB/s: {verdict(ok)} (target {low:g}–{high:g} MB/s)"
+    )
+
+
 # -- main ---------------------------------------------------------------------------------------------
 
 
@@ -752,23 +841,71 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def run_scenario(args: argparse.Namespace, scenario: Scenario, work: Path) -> None:
+    repo = scenario.repo
+    for round_no in range(1 - scenario.warmup, args.rounds + 1):
+        for way in scenario.ways:
+            tag = f"{scenario.name} round {round_no}" if round_no > 0 else f"{scenario.name} warm-up"
+            log(f"{tag}: {way} ...")
+            assert scenario.hub is not None and scenario.dashboard is not None
+            if way == "dashboard":
+                run = scenario.dashboard.run(round_no, repo)
+            elif way == "curl":
+                run = run_curl(scenario.hub, repo, work / "curl-out", round_no)
+            elif way == "aria2":
+                run = run_aria2(scenario.hub, repo, work / "aria2-out", round_no)
+            else:
+                run = run_hf(scenario.hub, repo, work / "hf-out", work / "hf-home", round_no)
+            run.warmup = round_no <= 0
+            scenario.runs.append(run)
+            if run.error:
+                log(f"{tag}: {way} FAILED: {run.error}")
+            else:
+                log(f"{tag}: {way} {run.seconds:.2f} s = {run.mbps:.1f} MB/s")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size-mib", type=int, default=512, help="size of each of the two files (default 512)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of a,b,c (default 3)")
+    parser.add_argument("--size-mib", type=int, default=512, help="loopback: size of each of the two files (default 512)")
+    parser.add_argument(
+        "--throttled-size-mib", type=int, default=256, help="throttled: size of each of the two files (default 256)"
+    )
+    parser.add_argument(
+        "--throttle-mbps", type=float, default=20.0, help="throttled: MB/s per connection at the origin (default 20)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="counted rounds per scenario (default 3)")
     parser.add_argument(
         "--warmup",
         type=int,
         default=1,
-        help="uncounted rounds first (default 1): on a VM whose memory is backed lazily by the host, the "
+        help="uncounted loopback rounds first (default 1): on a VM whose memory is backed lazily by the host, the "
         "first download into never-touched page cache runs at about half speed, whatever the way",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default="loopback,throttled,cap",
+        help="comma-separated, of loopback, throttled, cap (default all; cap runs on the throttled origin)",
+    )
+    parser.add_argument(
+        "--dashboard-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the dashboard, e.g. RBEE_CONNECTIONS=4 (repeatable; to compare settings)",
     )
     parser.add_argument("--tmpdir", type=Path, default=None, help="where the temp dir goes (default: the system's)")
     args = parser.parse_args(argv)
-    if args.size_mib < 1 or args.rounds < 1 or args.warmup < 0:
-        parser.error("--size-mib and --rounds must be at least 1, --warmup at least 0")
-    if shutil.which("curl") is None:
-        parser.error("curl is not installed")
+    if any("=" not in item for item in args.dashboard_env):
+        parser.error("--dashboard-env takes NAME=VALUE")
+    dashboard_env = dict(item.split("=", 1) for item in args.dashboard_env)
+    chosen = {name.strip() for name in args.scenarios.split(",") if name.strip()}
+    if args.size_mib < 1 or args.throttled_size_mib < 1 or args.rounds < 1 or args.warmup < 0:
+        parser.error("sizes and --rounds must be at least 1, --warmup at least 0")
+    if not chosen or chosen - {"loopback", "throttled", "cap"}:
+        parser.error("--scenarios takes loopback, throttled and cap")
+    for tool in ("curl", "aria2c"):
+        if shutil.which(tool) is None:
+            parser.error(f"{tool} is not installed (make deps)")
     if not (Path(sys.executable).parent / "hf").exists():
         parser.error(f"no hf CLI next to {sys.executable}")
 
@@ -776,58 +913,67 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     args.load_start = os.getloadavg()[0]
-    size = args.size_mib * MIB
     work = Path(tempfile.mkdtemp(prefix="rbee-bench-", dir=args.tmpdir))
-    hub: HubProcess | None = None
-    dashboard: DashboardWay | None = None
-    runs: list[Run] = []
+    ways = ("dashboard", "curl", "aria2", "hf")
+    scenarios: list[Scenario] = []
+    if "loopback" in chosen:
+        repo = RepoSpec(REPO_ID, work / "repo", args.size_mib * MIB)
+        scenarios.append(Scenario("loopback", repo, None, ways, args.warmup))
+    if chosen & {"throttled", "cap"}:
+        repo = RepoSpec("bench/throttled", work / "repo-throttled", args.throttled_size_mib * MIB)
+        rounds_ways = ways if "throttled" in chosen else ()
+        scenarios.append(Scenario("throttled", repo, int(args.throttle_mbps * MB), rounds_ways, 0))
+    cap_repo = RepoSpec("bench/cap", work / "repo-cap", CAP_SIZE_MIB * MIB)
     status = 0
+    current: Scenario | None = None
     try:
-        log(f"writing {len(FILE_NAMES)} × {args.size_mib} MiB of random bytes to {work / 'repo'}")
-        expected = make_repo(work / "repo", size)
-        log("starting the fake hub (it hashes the files first)")
-        hub = HubProcess(work / "repo", work / "fakehub.log")
-        hub.start()
-        log(f"fake hub at {hub.url}; starting the dashboard")
-        dashboard = DashboardWay(work / "dashboard", hub, expected, size)
-        dashboard.start()
-        log(f"dashboard at {dashboard.live.url} (pid {dashboard.live.process.pid})")  # type: ignore[union-attr]
-        for round_no in range(1 - args.warmup, args.rounds + 1):
-            for way in ("dashboard", "curl", "hf"):
-                tag = f"round {round_no}" if round_no > 0 else "warm-up"
-                log(f"{tag}: {way} ...")
-                if way == "dashboard":
-                    run = dashboard.run(round_no)
-                elif way == "curl":
-                    run = run_curl(hub, work / "curl-out", expected, size, round_no)
-                else:
-                    run = run_hf(hub, work / "hf-out", work / "hf-home", expected, size, round_no)
-                run.warmup = round_no <= 0
-                runs.append(run)
-                if run.error:
-                    log(f"{tag}: {way} FAILED: {run.error}")
-                else:
-                    log(f"{tag}: {way} {run.seconds:.2f} s = {run.mbps:.1f} MB/s")
-        report(args, runs, dashboard)
+        for scenario in scenarios:
+            current = scenario
+            repos = [scenario.repo] + ([cap_repo] if scenario.name == "throttled" and "cap" in chosen else [])
+            for repo in repos:
+                log(f"writing {len(repo.names)} × {repo.size // MIB} MiB of random bytes to {repo.directory}")
+                make_repo(repo)
+            log(f"{scenario.name}: starting the fake hub (it hashes the files first)")
+            scenario.hub = HubProcess(repos, work / f"fakehub-{scenario.name}.log", scenario.throttle_bps)
+            scenario.hub.start()
+            log(f"fake hub at {scenario.hub.url}; starting the dashboard")
+            scenario.dashboard = DashboardWay(work / f"dashboard-{scenario.name}", scenario.hub, dashboard_env)
+            scenario.dashboard.start()
+            log(f"dashboard at {scenario.dashboard.live.url} (pid {scenario.dashboard.live.process.pid})")  # type: ignore[union-attr]
+            run_scenario(args, scenario, work)
+            if len(repos) > 1:
+                log("cap: PATCH /api/hives/local/ and a capped download ...")
+                scenario.cap = run_cap(scenario, cap_repo)
+                log(scenario.cap)
+            if scenario.runs:
+                report(args, scenario)
+            elif scenario.cap:
+                print(scenario.cap)
+            scenario.dashboard.stop()
+            scenario.hub.stop()
+            scenario.dashboard = scenario.hub = None
+            for repo in repos:
+                remove(repo.directory)
     except KeyboardInterrupt:
         log("interrupted; stopping everything")
-        if runs:
-            report(args, runs, dashboard)
+        if current is not None and current.runs:
+            report(args, current)
         status = 130
     except Exception as exc:
         log(f"benchmark could not run: {type(exc).__name__}: {exc}")
-        if dashboard is not None:
-            log("dashboard log tail:\n" + dashboard.live.log()[-3000:])
-        if hub is not None:
-            log("fake hub log tail:\n" + hub.log()[-2000:])
+        if current is not None and current.dashboard is not None:
+            log("dashboard log tail:\n" + current.dashboard.live.log()[-3000:])
+        if current is not None and current.hub is not None:
+            log("fake hub log tail:\n" + current.hub.log()[-2000:])
         status = 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if dashboard is not None:
-            dashboard.stop()
-        if hub is not None:
-            hub.stop()
+        for scenario in scenarios:
+            if scenario.dashboard is not None:
+                scenario.dashboard.stop()
+            if scenario.hub is not None:
+                scenario.hub.stop()
         shutil.rmtree(work, ignore_errors=True)
         signal.signal(signal.SIGINT, signal.default_int_handler)
     return status

@@ -153,6 +153,10 @@ RBEE_STALL_TIMEOUT = env_float("RBEE_STALL_TIMEOUT", 30.0)
 # Attempts per file that make no progress before the job fails.
 RBEE_DOWNLOAD_ATTEMPTS = env_int("RBEE_DOWNLOAD_ATTEMPTS", 5, minimum=1)
 RBEE_RETRY_BACKOFF = env_float("RBEE_RETRY_BACKOFF", 1.0)
+# Connections one job may have open at once, shared by its files and their parts; a
+# file of at least RBEE_PART_MIN_BYTES is fetched as several ranges in parallel.
+RBEE_CONNECTIONS = env_int("RBEE_CONNECTIONS", 8, minimum=1)
+RBEE_PART_MIN_BYTES = env_size("RBEE_PART_MIN_BYTES", 32 * 1024**2)
 # Progress events per second per job (state changes are never throttled).
 RBEE_PROGRESS_EVENTS_PER_S = env_float("RBEE_PROGRESS_EVENTS_PER_S", 4.0)
 RBEE_HEARTBEAT_S = env_float("RBEE_HEARTBEAT_S", 10.0)

@@ -312,18 +312,15 @@ class HuggingFaceVendor:
     def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> FetchResult:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         blob_ids: dict[str, str] = plan.extra.get("git_blob_ids", {})
-        digests = {}
-        for planned in plan.files:
-            expected = blob_ids.get(planned.path)
-            digests[planned.path] = transfer.fetch_file(
-                planned,
-                dest,
-                progress,
-                cancelled,
-                headers=headers,
-                trusted=True,
-                verify=_matches_blob_id(expected) if expected else None,
-            )
+        digests = transfer.fetch_files(
+            plan.files,
+            dest,
+            progress,
+            cancelled,
+            headers=headers,
+            trusted=True,
+            verify={path: _matches_blob_id(expected) for path, expected in blob_ids.items() if expected},
+        )
         return FetchResult(sha256=digests)
 
 

@@ -291,19 +291,21 @@ class OllamaVendor:
         if plan.extra.get("token_auth"):
             self._refresh_token(headers, plan, trusted=trusted)
         digests: dict[str, str] = {}
+        blobs = []
         for planned in plan.files:
             if cancelled():
                 raise Cancelled()
             if planned.path == "manifest.json":
                 digest = self._write_manifest(plan, planned, inside(dest, planned.path))
                 progress.file_done(planned.path, planned.size, digest)
+                digests[planned.path] = digest
+            elif not planned.url.endswith("/blobs/sha256:" + (planned.sha256 or "")) or not is_valid_digest(
+                "sha256:" + (planned.sha256 or "")
+            ):
+                raise UnsafePath(f"refusing {planned.path}: its blob URL does not name its sha256 digest")
             else:
-                if not planned.url.endswith("/blobs/sha256:" + (planned.sha256 or "")) or not is_valid_digest(
-                    "sha256:" + (planned.sha256 or "")
-                ):
-                    raise UnsafePath(f"refusing {planned.path}: its blob URL does not name its sha256 digest")
-                digest = transfer.fetch_file(planned, dest, progress, cancelled, headers=headers, trusted=trusted)
-            digests[planned.path] = digest
+                blobs.append(planned)
+        digests.update(transfer.fetch_files(blobs, dest, progress, cancelled, headers=headers, trusted=trusted))
         return FetchResult(sha256=digests)
 
     def describe(self, plan: Plan) -> dict[str, Any]:

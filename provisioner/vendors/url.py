@@ -166,8 +166,5 @@ class UrlVendor:
         return metadata.describe(sorted(urls), metadata.remote_reader(urls, headers={}, trusted=False))
 
     def fetch(self, plan: Plan, dest: Path, progress: Progress, cancelled: CancelToken) -> FetchResult:
-        digests = {
-            f.path: transfer.fetch_file(f, dest, progress, cancelled, trusted=False, refuse_html=True)
-            for f in plan.files
-        }
+        digests = transfer.fetch_files(plan.files, dest, progress, cancelled, trusted=False, refuse_html=True)
         return FetchResult(sha256=digests)
