@@ -210,14 +210,17 @@ def _plan(job: DownloadJob, vendor: object, ref: object) -> Plan:
 
 
 def _bytes_on_disk(job: DownloadJob) -> int:
+    """Bytes of the plan already written: blocks allocated, since a file fetched in
+    parallel parts is sparse and its size says nothing about what arrived."""
     if not job.plan:
         return 0
     total = 0
     for planned in Plan.from_json(job.plan).files:
         try:
-            total += min(planned.size, inside(job.partial_dir, planned.path).stat().st_size)
+            stat = inside(job.partial_dir, planned.path).stat()
         except (FileNotFoundError, DownloadError):
             continue
+        total += min(planned.size, stat.st_size, stat.st_blocks * 512)
     return total
 
 

@@ -546,11 +546,65 @@ def _fetch_one(
             target.unlink(missing_ok=True)
             state.unlink()
         return download(planned.url, target, **args)
+    state = target.with_name(target.name + PARTS_SUFFIX)
+    if not state.exists() and slots.widening in ("single", "fast", "reverted"):
+        # One stream first, the fast path (its sha256 from the bytes in hand): while one
+        # connection proves fast, or more did not pay, the file stays one stream; judged
+        # slow, it goes on in parallel parts from the bytes this stream wrote.
+        probe = _Stop(cancelled)
+        try:
+            return download(
+                planned.url, target, **{**args, "progress": _Probe(progress, slots, probe), "cancelled": probe}
+            )
+        except Cancelled:
+            if cancelled():
+                raise
+        finally:
+            probe.close()
     try:
         return _PartedFile(planned.url, target, **args).run()
     except _RangeIgnored:
         progress.restarted(planned.path, "the server ignored the range request; fetching the file as one stream")
         return download(planned.url, target, **args)
+
+
+class _Probe:
+    """The progress of a file's first stream, judging its rate once for the job.
+
+    Forwards everything; after JUDGE_S of bytes it tells the job's connections how
+    fast one connection is, and stops the stream (``stop``) when they decide that
+    every connection is worth trying.
+    """
+
+    def __init__(self, progress: Progress, slots: _Connections, stop: _Stop) -> None:
+        self.progress, self.slots, self.stop = progress, slots, stop
+        self.first: tuple[float, int] | None = None
+        self.judged = False
+
+    def advance(self, path: str, file_bytes: int) -> None:
+        self.progress.advance(path, file_bytes)
+        now = time.monotonic()
+        if self.first is None:
+            self.first = (now, file_bytes)
+            return
+        since, start = self.first
+        if not self.judged and now - since >= JUDGE_S:
+            self.judged = True
+            self.slots.judge((file_bytes - start) / (now - since))
+        if self.slots.wide:
+            self.stop.set()
+
+    def file_done(self, path: str, size: int, sha256: str) -> None:
+        self.progress.file_done(path, size, sha256)
+
+    def retry(self, path: str, reason: str, attempt: int, delay_s: float) -> None:
+        self.progress.retry(path, reason, attempt, delay_s)
+
+    def resumed(self, path: str, offset: int) -> None:
+        self.progress.resumed(path, offset)
+
+    def restarted(self, path: str, reason: str) -> None:
+        self.progress.restarted(path, reason)
 
 
 class _Digest:
