@@ -11,20 +11,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 
 from django.conf import settings
 from django.db import connection
 
 from provisioner import bandwidth
 from provisioner.models import Action, DownloadJob
-from provisioner.vendors.base import Plan
+from provisioner.vendors.base import Plan, StopSignal
 from rbee.formatting import human_bytes, human_duration
 
 logger = logging.getLogger(__name__)
 
 
-class JobCancelToken:
+class JobCancelToken(StopSignal):
     """Set to stop a job; callbacks cut blocked sockets right away.
 
     Why it was set decides what happens to the job: ``cancelled`` by the admin
@@ -40,42 +39,14 @@ class JobCancelToken:
     WINDOW = "window"
 
     def __init__(self) -> None:
-        self._event = threading.Event()
-        self._lock = threading.Lock()
-        self._callbacks: list[Callable[[], None]] = []
+        super().__init__()
         self.reason = ""
 
-    def __call__(self) -> bool:
-        return self._event.is_set()
+    def set(self, reason: str = CANCELLED) -> None:  # type: ignore[override]
+        self._raise(reason)
 
-    def wait(self, seconds: float) -> bool:
-        return self._event.wait(seconds)
-
-    def set(self, reason: str = CANCELLED) -> None:
-        with self._lock:
-            if not self._event.is_set():
-                self.reason = reason
-            self._event.set()
-            callbacks = list(self._callbacks)
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception:
-                logger.exception("cancel callback failed")
-
-    def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
-        with self._lock:
-            self._callbacks.append(callback)
-            already = self._event.is_set()
-        if already:
-            callback()
-
-        def unhook() -> None:
-            with self._lock:
-                if callback in self._callbacks:
-                    self._callbacks.remove(callback)
-
-        return unhook
+    def _record(self, why: str | None) -> None:
+        self.reason = why or self.CANCELLED
 
 
 # Job id -> its token, and an event set once the job's run is over.

@@ -9,13 +9,17 @@ and says what it did in a FetchResult. Vendors know nothing of the database.
 
 from __future__ import annotations
 
+import logging
 import posixpath
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from provisioner.references import Reference
+
+logger = logging.getLogger(__name__)
 
 
 class DownloadError(Exception):
@@ -136,6 +140,57 @@ class Progress(Protocol):
     def resumed(self, path: str, offset: int) -> None: ...
 
     def restarted(self, path: str, reason: str) -> None: ...
+
+
+class StopSignal:
+    """A stop flag for download threads: once set it stays set, and the callbacks that
+    cut blocked sockets run once, right away. The job's cancel token and a file's own
+    stop (for its parts) are both one."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
+
+    def __call__(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        return self._event.wait(seconds)
+
+    def set(self) -> None:
+        self._raise(None)
+
+    def _raise(self, why: str | None) -> None:
+        """Raise the flag once; the first caller's ``why`` is the one kept (``_record``)."""
+        with self._lock:
+            if self._event.is_set():
+                return
+            self._record(why)
+            self._event.set()
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                logger.exception("stop callback failed")
+
+    def _record(self, why: str | None) -> None:
+        """Under the lock, just before the flag goes up: a subclass keeps why."""
+
+    def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
+        with self._lock:
+            self._callbacks.append(callback)
+            already = self._event.is_set()
+        if already:
+            callback()
+
+        def unhook() -> None:
+            with self._lock:
+                if callback in self._callbacks:
+                    self._callbacks.remove(callback)
+
+        return unhook
 
 
 class CancelToken(Protocol):

@@ -62,6 +62,7 @@ from provisioner.vendors.base import (
     NotFound,
     PlannedFile,
     Progress,
+    StopSignal,
     VerificationError,
     inside,
 )
@@ -914,17 +915,15 @@ class _Changed(Exception):
     """The file on the server is not the one the pieces so far came from."""
 
 
-class _Stop:
-    """A cancel token below the job's: set by it, or by us to stop a file's parts or a plan's files.
+class _Stop(StopSignal):
+    """A stop below the job's token: set by it, or by us to stop a file's parts or a plan's files.
 
     Setting it never sets the job's token; a part that sees it raises Cancelled,
     and whoever set it knows why.
     """
 
     def __init__(self, parent: CancelToken) -> None:
-        self._event = threading.Event()
-        self._lock = threading.Lock()
-        self._callbacks: list[Callable[[], None]] = []
+        super().__init__()
         self._parent = parent
         self._unhook = parent.on_cancel(self.set)
 
@@ -941,32 +940,6 @@ class _Stop:
                 return True
             remaining = deadline - time.monotonic()
         return True
-
-    def set(self) -> None:
-        with self._lock:
-            if self._event.is_set():
-                return
-            self._event.set()
-            callbacks = list(self._callbacks)
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception:
-                logger.exception("stop callback failed")
-
-    def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
-        with self._lock:
-            self._callbacks.append(callback)
-            already = self._event.is_set()
-        if already:
-            callback()
-
-        def unhook() -> None:
-            with self._lock:
-                if callback in self._callbacks:
-                    self._callbacks.remove(callback)
-
-        return unhook
 
     def close(self) -> None:
         self._unhook()
