@@ -103,7 +103,7 @@ def test_the_plan_preview_offers_quants_and_the_download_uses_that_plan(live):
         login(page, live)
         page.goto(f"{live.url}/jobs/new/")
         page.fill("input[name=model]", "acme/tiny-GGUF")
-        page.wait_for_selector("#plan-preview >> text=pick one")
+        page.wait_for_selector("#plan-preview >> text=Download takes")
         assert page.locator("#plan-preview .quants a").all_inner_texts() == ["Q4_K_M", "Q8_0"]
         assert "1 file" in page.inner_text("#plan-preview")  # one quant by default, not all of them
 
