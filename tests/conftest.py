@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,3 +68,16 @@ def hub(settings) -> Iterator[FakeHub]:
     with FakeHub() as fake:
         settings.HF_ENDPOINT = fake.url
         yield fake
+
+
+@pytest.fixture
+def small_disk(tmp_path, settings):
+    """A 4 MiB tmpfs as the models dir: a disk that really fills up (CI runs as root)."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"mounting a tmpfs needs root: {result.stderr.decode().strip()}")
+    settings.RBEE_MODELS_DIR = mount_point / "models"
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import subprocess
 import threading
 
 import pytest
@@ -34,19 +33,6 @@ def test_the_reserve_counts(hub, hive, settings):
     job = download("acme/small", hive)
     assert job.state == DownloadJob.FAILED and job.error_kind == "disk_full"
     assert "RBEE_DISK_RESERVE" in job.error
-
-
-@pytest.fixture
-def small_disk(tmp_path, settings):
-    """A 4 MiB tmpfs as the models dir: a disk that really fills up."""
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True)
-    if result.returncode != 0:
-        pytest.skip(f"mounting a tmpfs needs root: {result.stderr.decode().strip()}")
-    settings.RBEE_MODELS_DIR = mount_point / "models"
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def test_a_full_disk_mid_download_fails_fast_without_retrying(hub, small_disk, hive, settings):

@@ -4,7 +4,6 @@ repair and updates, on real files and a real (small) filesystem, against the fak
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -17,19 +16,6 @@ from provisioner.models import DownloadJob
 from tests.helpers import actions, blob, download, sha256, wait_finished
 
 KIB = 1024
-
-
-@pytest.fixture
-def small_disk(tmp_path, settings):
-    """A 4 MiB tmpfs as the models dir: watermarks on a disk that really fills up."""
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True)
-    if result.returncode != 0:
-        pytest.skip(f"mounting a tmpfs needs root: {result.stderr.decode().strip()}")
-    settings.RBEE_MODELS_DIR = mount_point / "models"
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def _entry(hive: Hive, name: str, size: int, *, seed: int, idle_h: float = 5, **fields) -> ModelEntry:
