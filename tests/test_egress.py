@@ -25,6 +25,7 @@ from provisioner.models import DownloadJob
 from provisioner.vendors import transfer
 from tests.helpers import blob, download, sha256
 from tests.servers.faults import FaultServer
+from tests.servers.raw import RawService
 from tests.servers.tls import CertificateAuthority, HttpsFileServer
 
 WEIGHTS = blob(100_000, seed=77)
@@ -55,38 +56,6 @@ def connects_made() -> Iterator[list[tuple[object, ...]]]:
         _connects = None
 
 
-class Listener:
-    """A TCP socket on 127.0.0.1 that counts the connections it is offered."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.05)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.accepted += 1
-            conn.close()
-
-    def __enter__(self) -> Listener:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self.sock.close()
-
-
 @pytest.fixture
 def nothing_private(settings) -> None:
     """The production default: no private address is allowed."""
@@ -94,8 +63,8 @@ def nothing_private(settings) -> None:
 
 
 @pytest.fixture
-def listener() -> Iterator[Listener]:
-    with Listener() as running:
+def listener() -> Iterator[RawService]:
+    with RawService() as running:
         yield running
 
 

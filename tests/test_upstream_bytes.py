@@ -9,14 +9,13 @@ failures are told in fixed words, the failure and host:port at most.
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
 
 from provisioner.models import DownloadJob, NarrationEvent
 from tests.helpers import download
+from tests.servers.raw import RawService
 
 SECRET = "hunter2-S3cr3t-banner-token"
 BANNERS = [
@@ -26,46 +25,9 @@ BANNERS = [
 ]
 
 
-class BannerServer:
-    """A raw TCP service on 127.0.0.1 that greets every connection with its banner, then hangs up."""
-
-    def __init__(self, banner: bytes) -> None:
-        self.banner = banner
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.05)
-        self.port = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                conn.sendall(self.banner)
-                conn.recv(65536)  # the request, unread
-            except OSError:
-                pass
-            finally:
-                conn.close()
-
-    def __enter__(self) -> BannerServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self.sock.close()
-
-
 @pytest.fixture(params=BANNERS, ids=["redis", "ssh", "broken-http"])
-def service(request) -> Iterator[BannerServer]:
-    with BannerServer(request.param) as server:
+def service(request) -> Iterator[RawService]:
+    with RawService(request.param) as server:
         yield server
 
 
