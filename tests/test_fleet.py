@@ -27,7 +27,7 @@ import pytest
 from tests.helpers import blob, sha256
 from tests.live import LiveDashboard
 from tests.servers.fakehub import FakeHub
-from tests.test_scaled import HEARTBEAT_S, POSTGRES, REDIS, Cluster, _unreachable
+from tests.test_scaled import HEARTBEAT_S, POSTGRES, REDIS, Cluster, _unreachable, tear_down
 
 pytestmark = [pytest.mark.scaled, pytest.mark.slow]
 
@@ -76,7 +76,6 @@ def running_fleet(data_dir: Path, hives: tuple[str, ...] = HIVES) -> Iterator[Fl
     """PostgreSQL database, Redis prefix, fake Hub, web process and one worker per hive; all
     removed afterwards. Also what `make bench-fleet` runs on."""
     import psycopg
-    import redis
 
     token = secrets.token_hex(6)
     database, prefix = f"rbee_test_{token}", f"rbee_test_{token}:"
@@ -105,18 +104,7 @@ def running_fleet(data_dir: Path, hives: tuple[str, ...] = HIVES) -> Iterator[Fl
             fleet.start_hive(hive)
         yield fleet
     finally:
-        for hive in list(fleet.workers):
-            try:
-                fleet.signal_worker(hive, signal.SIGTERM)
-            except subprocess.TimeoutExpired:
-                pass
-        dashboard.stop()
-        hub.stop()
-        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        keys = redis.Redis.from_url(REDIS)
-        for key in keys.scan_iter(match=f"{prefix}*"):
-            keys.delete(key)
+        tear_down(fleet, database, prefix)
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,26 @@ def _unreachable() -> str | None:
     return None
 
 
+def tear_down(cluster: Cluster, database: str, prefix: str) -> None:
+    """Stop the workers (gracefully; killed if they hang), the web process and the hub,
+    then drop the run's database and Redis keys."""
+    import psycopg
+    import redis
+
+    for hive in list(cluster.workers):
+        try:
+            cluster.signal_worker(hive, signal.SIGTERM)
+        except subprocess.TimeoutExpired:
+            pass  # killed instead
+    cluster.dashboard.stop()
+    cluster.hub.stop()
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    keys = redis.Redis.from_url(REDIS)
+    for key in keys.scan_iter(match=f"{prefix}*"):
+        keys.delete(key)
+
+
 @dataclass
 class Cluster:
     """The web process and the hive workers of one scaled deployment."""
@@ -137,7 +157,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if reason := _unreachable():
         pytest.skip(reason)
     import psycopg
-    import redis
 
     token = secrets.token_hex(6)
     database, prefix = f"rbee_test_{token}", f"rbee_test_{token}:"
@@ -164,18 +183,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             cluster.start_worker(hive)
         yield cluster
     finally:
-        for hive in list(cluster.workers):
-            try:
-                cluster.signal_worker(hive, signal.SIGTERM)
-            except subprocess.TimeoutExpired:
-                pass  # killed instead
-        dashboard.stop()
-        hub.stop()
-        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        keys = redis.Redis.from_url(REDIS)
-        for key in keys.scan_iter(match=f"{prefix}*"):
-            keys.delete(key)
+        tear_down(cluster, database, prefix)
 
 
 @pytest.fixture(scope="module")
